@@ -1,0 +1,3 @@
+from tripwire.cli import main
+
+main()

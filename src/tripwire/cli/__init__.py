@@ -1,0 +1,45 @@
+"""The `tripwire` command line. Thin: parses options, calls the library, prints.
+
+Each group of sub-commands lives in its own module and is added to `app` here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from tripwire.progress import set_progress
+
+app = typer.Typer(
+    name="tripwire",
+    help="Detect out-of-distribution, adversarial and noise inputs to image classifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _global_options(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, warnings only."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    """tripwire: tell when a classifier is fed something it should not trust."""
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if quiet:
+        set_progress(False)
+
+
+def main() -> None:
+    """Console entry point; TripwireErrors become one clear line and exit code 2."""
+    from rich.console import Console
+
+    from tripwire.errors import TripwireError
+
+    try:
+        app()
+    except TripwireError as e:
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False)
+        raise SystemExit(2) from None

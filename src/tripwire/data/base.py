@@ -1,0 +1,205 @@
+"""The data protocol: an `ImageSet` of images in [0, 1] streamed in batches, and named sources.
+
+Every data source returns an `ImageSet`: images N×C×H×W (stored as uint8 or float32 in [0, 1];
+handed out as float32 in [0, 1]) with optional int64 labels. Large sets are kept as uint8 and
+converted one batch at a time, so nothing holds a float copy of a whole data set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tripwire.errors import DataError
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A named set of images with optional labels.
+
+    Attributes:
+        name: what the set is, e.g. ``"mnist-test"``.
+        images: N×C×H×W, uint8 (0…255) or float32 in [0, 1].
+        labels: int64 of shape (N,), or None for unlabelled sets.
+        info: free-form provenance (source, split, variant, …), JSON-serialisable.
+
+    Example:
+        >>> s = ImageSet("toy", torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.arange(4))
+        >>> [b.shape for b in s.batches(3)]
+        [torch.Size([3, 1, 8, 8]), torch.Size([1, 1, 8, 8])]
+    """
+
+    name: str
+    images: torch.Tensor
+    labels: torch.Tensor | None = None
+    info: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4:
+            raise DataError(f"{self.name}: images must be N×C×H×W, got shape {tuple(self.images.shape)}")
+        if self.images.dtype not in (torch.uint8, torch.float32):
+            raise DataError(f"{self.name}: images must be uint8 or float32, got {self.images.dtype}")
+        if self.labels is not None:
+            if self.labels.dtype != torch.int64 or self.labels.shape != (len(self.images),):
+                raise DataError(
+                    f"{self.name}: labels must be int64 of shape ({len(self.images)},), "
+                    f"got {self.labels.dtype} {tuple(self.labels.shape)}"
+                )
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        c, h, w = self.images.shape[1:]
+        return int(c), int(h), int(w)
+
+    def as_float(self, index: slice | torch.Tensor | None = None) -> torch.Tensor:
+        """Images (all, or the given index) as float32 in [0, 1]."""
+        x = self.images if index is None else self.images[index]
+        return to_float(x)
+
+    def batches(self, batch_size: int = 256) -> Iterator[torch.Tensor]:
+        """Float32 batches in [0, 1], in order."""
+        for start in range(0, len(self), batch_size):
+            yield self.as_float(slice(start, start + batch_size))
+
+    def labelled_batches(self, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, labels) batches, in order. Raises DataError for unlabelled sets."""
+        labels = self.require_labels()
+        for start in range(0, len(self), batch_size):
+            sl = slice(start, start + batch_size)
+            yield self.as_float(sl), labels[sl]
+
+    def require_labels(self) -> torch.Tensor:
+        """The labels, or a DataError naming the set when it has none."""
+        if self.labels is None:
+            raise DataError(f"{self.name}: this set has no labels")
+        return self.labels
+
+    def subset(self, index: torch.Tensor | slice, name: str | None = None) -> ImageSet:
+        """The images (and labels) at `index`."""
+        labels = None if self.labels is None else self.labels[index]
+        return ImageSet(name or self.name, self.images[index], labels, dict(self.info))
+
+    def take(self, n: int, seed: int = 0) -> ImageSet:
+        """A seeded random subset of `n` images (all of them, shuffled, if n ≥ len)."""
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(self), generator=g)[: min(n, len(self))]
+        return self.subset(idx)
+
+    def split(self, fraction: float, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+        """A seeded random split into (the rest, `fraction` of the images)."""
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(self), generator=g)
+        n_held = max(1, round(fraction * len(self)))
+        return (
+            self.subset(idx[n_held:], f"{self.name}[rest]"),
+            self.subset(idx[:n_held], f"{self.name}[held-out]"),
+        )
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 0…255 → float32 0…1; float tensors pass through as float32."""
+    if x.dtype == torch.uint8:
+        return x.to(torch.float32).div_(255.0)
+    return x.to(torch.float32)
+
+
+def from_numpy_images(array: np.ndarray, origin: str) -> torch.Tensor:
+    """Turn an N×H×W or N×H×W×C (or N×C×H×W) array into an N×C×H×W uint8/float32 tensor.
+
+    uint8 arrays stay uint8; float arrays must lie in [0, 1]. `origin` names the file in errors.
+    """
+    if array.ndim == 3:
+        array = array[:, None, :, :]
+    elif array.ndim == 4:
+        if array.shape[-1] in (1, 3) and array.shape[1] not in (1, 3):
+            array = array.transpose(0, 3, 1, 2)
+    else:
+        raise DataError(
+            f"{origin}: images must be N×H×W or N×H×W×C, got an array of shape {array.shape}"
+        )
+    if array.shape[0] == 0:
+        raise DataError(f"{origin}: contains no images")
+    if array.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(array))
+    if np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32)
+        if not np.isfinite(array).all():
+            raise DataError(f"{origin}: images contain NaN or infinite values")
+        lo, hi = float(array.min()), float(array.max())
+        if lo < 0.0 or hi > 1.0:
+            raise DataError(
+                f"{origin}: float images must lie in [0, 1], found values in [{lo:.3g}, {hi:.3g}] "
+                "(store uint8 0…255, or divide by 255)"
+            )
+        return torch.from_numpy(np.ascontiguousarray(array))
+    raise DataError(f"{origin}: images must be uint8 or float in [0, 1], got dtype {array.dtype}")
+
+
+Loader = Callable[[str, Path], ImageSet]
+
+
+@dataclass(frozen=True)
+class Source:
+    """A named data source: how to load each split, and where the data comes from."""
+
+    name: str
+    description: str
+    origin: str
+    splits: tuple[str, ...]
+    image_shape: tuple[int, int, int]
+    loader: Loader
+    needs_files: bool = True
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    def load(self, split: str | None = None, data_dir: str | Path | None = None) -> ImageSet:
+        """Load one split (default: the first listed, usually "test")."""
+        from tripwire.paths import data_dir as resolve_data_dir
+
+        split = split or self.splits[0]
+        if split not in self.splits:
+            raise DataError(f"{self.name}: no split {split!r}; available: {', '.join(self.splits)}")
+        return self.loader(split, resolve_data_dir(data_dir))
+
+
+_SOURCES: dict[str, Source] = {}
+
+
+def register_source(source: Source) -> Source:
+    """Add a source to the registry that `tripwire data list` and `load_source` use."""
+    if source.name in _SOURCES:
+        raise ValueError(f"data source {source.name!r} registered twice")
+    _SOURCES[source.name] = source
+    return source
+
+
+def get_source(name: str) -> Source:
+    """The registered source called `name`."""
+    try:
+        return _SOURCES[name]
+    except KeyError:
+        known = ", ".join(sorted(_SOURCES))
+        raise DataError(f"unknown data source {name!r}; known sources: {known}") from None
+
+
+def list_sources() -> list[Source]:
+    """All registered sources, sorted by name."""
+    return [_SOURCES[k] for k in sorted(_SOURCES)]
+
+
+def load_source(name: str, split: str | None = None, data_dir: str | Path | None = None) -> ImageSet:
+    """Load split `split` of the registered source `name` from `data_dir`.
+
+    Example:
+        >>> digits = load_source("digits8", "train")  # needs no files
+    """
+    return get_source(name).load(split, data_dir)
