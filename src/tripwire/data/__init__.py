@@ -3,7 +3,15 @@
 Importing this package registers every source; `list_sources()` shows them.
 """
 
-from tripwire.data import mnist  # noqa: F401  (registers the source)
+from tripwire.data import (  # noqa: F401  (importing a module registers its sources)
+    animal_mnist,
+    digits8,
+    fashion_mnist,
+    font_letters,
+    mnist,
+    omniglot,
+    photo_crops,
+)
 from tripwire.data.base import (
     ImageSet,
     Source,
@@ -13,13 +21,19 @@ from tripwire.data.base import (
     register_source,
     to_float,
 )
+from tripwire.data.transforms import conform
+from tripwire.data.user import load_image_folder, load_npz, load_user_data
 
 __all__ = [
     "ImageSet",
     "Source",
+    "conform",
     "get_source",
     "list_sources",
+    "load_image_folder",
+    "load_npz",
     "load_source",
+    "load_user_data",
     "register_source",
     "to_float",
 ]

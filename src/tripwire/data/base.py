@@ -40,15 +40,20 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
-            raise DataError(f"{self.name}: images must be N×C×H×W, got shape {tuple(self.images.shape)}")
+            raise DataError(
+                f"{self.name}: images must be N×C×H×W, got shape {tuple(self.images.shape)}"
+            )
         if self.images.dtype not in (torch.uint8, torch.float32):
-            raise DataError(f"{self.name}: images must be uint8 or float32, got {self.images.dtype}")
-        if self.labels is not None:
-            if self.labels.dtype != torch.int64 or self.labels.shape != (len(self.images),):
-                raise DataError(
-                    f"{self.name}: labels must be int64 of shape ({len(self.images)},), "
-                    f"got {self.labels.dtype} {tuple(self.labels.shape)}"
-                )
+            raise DataError(
+                f"{self.name}: images must be uint8 or float32, got {self.images.dtype}"
+            )
+        if self.labels is not None and (
+            self.labels.dtype != torch.int64 or self.labels.shape != (len(self.images),)
+        ):
+            raise DataError(
+                f"{self.name}: labels must be int64 of shape ({len(self.images)},), "
+                f"got {self.labels.dtype} {tuple(self.labels.shape)}"
+            )
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -69,7 +74,9 @@ class ImageSet:
         for start in range(0, len(self), batch_size):
             yield self.as_float(slice(start, start + batch_size))
 
-    def labelled_batches(self, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def labelled_batches(
+        self, batch_size: int = 256
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(images, labels) batches, in order. Raises DataError for unlabelled sets."""
         labels = self.require_labels()
         for start in range(0, len(self), batch_size):
@@ -196,7 +203,9 @@ def list_sources() -> list[Source]:
     return [_SOURCES[k] for k in sorted(_SOURCES)]
 
 
-def load_source(name: str, split: str | None = None, data_dir: str | Path | None = None) -> ImageSet:
+def load_source(
+    name: str, split: str | None = None, data_dir: str | Path | None = None
+) -> ImageSet:
     """Load split `split` of the registered source `name` from `data_dir`.
 
     Example:
