@@ -25,5 +25,6 @@ ANIMAL_MNIST = register_source(
         image_shape=(1, 28, 28),
         loader=_load,
         sizes={"test": 10_000},
+        files={"test": ((str(FILE),),)},
     )
 )

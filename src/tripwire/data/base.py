@@ -167,6 +167,24 @@ class Source:
     loader: Loader
     needs_files: bool = True
     sizes: dict[str, int] = field(default_factory=dict)
+    # Per split: alternative sets of files (relative to the data directory); the split loads
+    # without a download when every file of one alternative is present.
+    files: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
+
+    def files_present(self, split: str, data_dir: str | Path | None = None) -> bool | None:
+        """Whether `split` can load from `data_dir` as it is: True/False, None when unknown.
+
+        Sources that need no files are always present.
+        """
+        from tripwire.paths import data_dir as resolve_data_dir
+
+        if not self.needs_files:
+            return True
+        alternatives = self.files.get(split)
+        if not alternatives:
+            return None
+        root = resolve_data_dir(data_dir)
+        return any(all((root / f).exists() for f in alt) for alt in alternatives)
 
     def load(self, split: str | None = None, data_dir: str | Path | None = None) -> ImageSet:
         """Load one split (default: the first listed, usually "test")."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tripwire.data.base import ImageSet, Source, register_source
-from tripwire.data.mnist import load_idx_pair
+from tripwire.data.mnist import idx_files, load_idx_pair
 from tripwire.data.npzfile import load_npz_set
 from tripwire.errors import DataError
 
@@ -71,5 +71,9 @@ FASHION_MNIST = register_source(
         image_shape=(1, 28, 28),
         loader=_load,
         sizes={"test": 10_000, "train": 60_000},
+        files={
+            "test": ((f"{FOLDER}/{NPZ['test']}",), *idx_files(FOLDER, FILES)["test"]),
+            "train": idx_files(FOLDER, FILES)["train"],
+        },
     )
 )

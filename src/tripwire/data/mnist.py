@@ -50,6 +50,19 @@ def load_idx_pair(
     return ImageSet(name, x, y, {"source": dataset, "folder": str(folder)})
 
 
+def idx_files(
+    folder: str, files: dict[str, tuple[tuple[str, str], ...]]
+) -> dict[str, tuple[tuple[str, ...], ...]]:
+    """`Source.files` for gzipped IDX files (each may also be present un-gzipped)."""
+    return {
+        split: (
+            tuple(f"{folder}/{name}" for name, _ in pair),
+            tuple(f"{folder}/{name.removesuffix('.gz')}" for name, _ in pair),
+        )
+        for split, pair in files.items()
+    }
+
+
 def _load(split: str, data_dir: Path) -> ImageSet:
     return load_idx_pair(data_dir / "mnist", FILES[split], MIRRORS, f"mnist-{split}", "MNIST")
 
@@ -64,5 +77,6 @@ MNIST = register_source(
         image_shape=(1, 28, 28),
         loader=_load,
         sizes={"train": 60_000, "test": 10_000},
+        files=idx_files("mnist", FILES),
     )
 )

@@ -87,6 +87,7 @@ _ORIGIN = (
     "official zips in <data dir>/omniglot/ (test = images_background_small1.zip; small2, "
     "background, evaluation = the other official zips), resized 105→28 with PIL BILINEAR"
 )
+_FILES = {split: ((f"{FOLDER}/{z}",),) for split, z in ZIPS.items()}
 _SIZES = {"test": 2_720, "background": 19_280, "evaluation": 13_180}
 
 OMNIGLOT = register_source(
@@ -99,6 +100,7 @@ OMNIGLOT = register_source(
         image_shape=(1, 28, 28),
         loader=_loader(inverted=False),
         sizes=dict(_SIZES),
+        files=_FILES,
     )
 )
 OMNIGLOT_INVERTED = register_source(
@@ -111,5 +113,6 @@ OMNIGLOT_INVERTED = register_source(
         image_shape=(1, 28, 28),
         loader=_loader(inverted=True),
         sizes=dict(_SIZES),
+        files=_FILES,
     )
 )
