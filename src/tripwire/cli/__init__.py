@@ -43,4 +43,6 @@ def main() -> None:
     except TripwireError as e:
         Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False)
         raise SystemExit(2) from None
+
+
 from tripwire.cli import data as _data  # noqa: E402, F401  (registers `tripwire data`)
