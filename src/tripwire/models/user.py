@@ -1,0 +1,94 @@
+"""The user's own classifier: any ``torch.nn.Module`` built by an importable factory, with weights
+from a safetensors file, usable everywhere a zoo model is."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from pathlib import Path
+
+from torch import nn
+
+from tripwire.errors import TripwireError
+from tripwire.models.weights import load_weights
+
+
+class EntryPointError(TripwireError):
+    """A ``"package.module:factory"`` entry point cannot be imported or does not build a module."""
+
+
+def resolve_entry_point(entry_point: str) -> object:
+    """Import ``"package.module:attribute"`` and return the attribute (dots allowed after ``:``).
+
+    Raises:
+        EntryPointError: malformed string, module not importable, or attribute missing.
+    """
+    module_name, sep, attr = entry_point.partition(":")
+    if not sep or not module_name or not attr:
+        raise EntryPointError(
+            f"entry point {entry_point!r} must look like 'package.module:factory'"
+        )
+    try:
+        obj: object = importlib.import_module(module_name)
+    except ImportError as e:
+        raise EntryPointError(
+            f"cannot import module {module_name!r} of {entry_point!r}: {e}"
+        ) from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise EntryPointError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def load_user_model(
+    entry_point: str,
+    weights: str | Path | None = None,
+    num_classes: int | None = None,
+    *,
+    search_path: str | Path | None = None,
+) -> nn.Module:
+    """Build the user's model from a factory and load its safetensors weights; eval mode.
+
+    The factory (a function or an ``nn.Module`` class) is called with no arguments, or with
+    ``num_classes=…`` when `num_classes` is given. The model must take N×C×H×W images in [0, 1]
+    (put any normalisation inside the model) and return logits.
+
+    Args:
+        entry_point: ``"package.module:factory"``.
+        weights: a ``.safetensors`` state dict for the model (None keeps the factory's weights).
+        num_classes: passed to the factory as ``num_classes`` when given.
+        search_path: a folder prepended to ``sys.path`` for the import (e.g. the user's project).
+
+    Raises:
+        EntryPointError: the factory cannot be imported, called, or does not return a module.
+        FormatError: the weights file is missing, corrupt or does not fit the model.
+
+    Example:
+        >>> model = load_user_model("mypkg.nets:make_net", "net.safetensors")  # doctest: +SKIP
+    """
+    if search_path is not None and str(search_path) not in sys.path:
+        sys.path.insert(0, str(search_path))
+    factory = resolve_entry_point(entry_point)
+    if not callable(factory):
+        raise EntryPointError(f"{entry_point!r} is not callable")
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    try:
+        model = factory(**kwargs)
+    except TypeError as e:
+        try:
+            signature = str(inspect.signature(factory))
+        except (TypeError, ValueError):
+            signature = "(?)"
+        raise EntryPointError(
+            f"calling {entry_point}{signature} with {kwargs or 'no arguments'} failed: {e}"
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise EntryPointError(
+            f"{entry_point!r} returned a {type(model).__name__}, not a torch.nn.Module"
+        )
+    if weights is not None:
+        load_weights(model, weights)
+    return model.eval()

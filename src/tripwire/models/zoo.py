@@ -1,0 +1,403 @@
+"""The model zoo: named training recipes for the reference classifiers, trained once and cached.
+
+A trained model lives in ``<cache>/models/<name>-seed<seed>/`` as ``weights.safetensors`` plus a
+JSON ``card.json`` (test accuracy, seed, recipe, data checksum, weights digest, library versions,
+training time, date). Loading reads safetensors only and checks the weights against the card.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tripwire.data.base import ImageSet, load_source
+from tripwire.errors import FormatError, ModelMismatchError, TripwireError
+from tripwire.models.digest import weights_digest
+from tripwire.models.lenet import LeNet5
+from tripwire.models.resnet_cifar import ResNetCifar
+from tripwire.models.small_cnn import SmallCNN
+from tripwire.models.training import train_classifier
+from tripwire.models.vgg_cifar import VGG16Cifar
+from tripwire.models.weights import load_weights, save_weights
+from tripwire.paths import cache_dir as resolve_cache_dir
+
+logger = logging.getLogger(__name__)
+
+CARD_VERSION = 1
+WEIGHTS_FILE = "weights.safetensors"
+CARD_FILE = "card.json"
+
+
+class UnknownModelError(TripwireError, KeyError):
+    """No zoo recipe has the requested name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class ModelNotTrainedError(TripwireError):
+    """The zoo model is not in the cache and training was not allowed."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to build and train one zoo model.
+
+    Attributes:
+        name: the zoo name, e.g. ``"lenet-mnist"``.
+        description: one line for ``tripwire models list``.
+        builder: the model class (or factory); called as ``builder(num_classes=…, **model_kwargs)``.
+        model_kwargs: hyper-parameters of the architecture.
+        source: the data source (``load_source`` name) with ``"train"`` and ``"test"`` splits.
+        input_shape: (C, H, W) the model expects.
+        num_classes: number of outputs.
+        epochs, batch_size, lr, augment_shift, weight_decay: arguments of `train_classifier`.
+        half_precision: store the weights as float16 (the large CIFAR models).
+        paper_accuracy: the test accuracy Zhao et al. report for this model, if any.
+    """
+
+    name: str
+    description: str
+    builder: Callable[..., nn.Module]
+    source: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    epochs: int
+    batch_size: int
+    lr: float
+    augment_shift: int = 2
+    weight_decay: float = 0.0
+    half_precision: bool = False
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    paper_accuracy: float | None = None
+
+    def build(self) -> nn.Module:
+        """A freshly initialised model (initialisation draws from the global generator)."""
+        return self.builder(num_classes=self.num_classes, **self.model_kwargs)
+
+    def hyperparameters(self, epochs: int | None = None) -> dict[str, Any]:
+        """The recipe as JSON-ready values (what the card records and compares)."""
+        return {
+            "architecture": getattr(self.builder, "__name__", str(self.builder)),
+            "model_kwargs": dict(self.model_kwargs),
+            "source": self.source,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "epochs": self.epochs if epochs is None else epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "augment_shift": self.augment_shift,
+            "weight_decay": self.weight_decay,
+            "optimizer": "Adam + OneCycleLR",
+            "half_precision": self.half_precision,
+        }
+
+
+_RECIPES: dict[str, Recipe] = {}
+
+
+def register_recipe(recipe: Recipe) -> Recipe:
+    """Add a recipe to the zoo (names are unique)."""
+    if recipe.name in _RECIPES:
+        raise ValueError(f"zoo model {recipe.name!r} registered twice")
+    _RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called `name`, or an UnknownModelError listing the known names."""
+    try:
+        return _RECIPES[name]
+    except KeyError:
+        raise UnknownModelError(
+            f"unknown zoo model {name!r}; known models: {', '.join(list_models())}"
+        ) from None
+
+
+def list_models() -> list[str]:
+    """Names of every zoo model, sorted."""
+    return sorted(_RECIPES)
+
+
+register_recipe(
+    Recipe(
+        name="lenet-mnist",
+        description="LeNet-5 on MNIST (paper: 99.20 %)",
+        builder=LeNet5,
+        source="mnist",
+        input_shape=(1, 28, 28),
+        num_classes=10,
+        epochs=5,
+        batch_size=128,
+        lr=3e-3,
+        augment_shift=2,
+        paper_accuracy=0.992,
+    )
+)
+register_recipe(
+    Recipe(
+        name="cnn-digits8",
+        description="small CNN on scikit-learn's 8×8 digits (the demo's default)",
+        builder=SmallCNN,
+        source="digits8",
+        input_shape=(1, 8, 8),
+        num_classes=10,
+        epochs=30,
+        batch_size=64,
+        lr=3e-3,
+        augment_shift=1,
+    )
+)
+register_recipe(
+    Recipe(
+        name="resnet-cifar10",
+        description="ResNet-44 on CIFAR-10 (paper: 91.65 %)",
+        builder=ResNetCifar,
+        model_kwargs={"depth": 44},
+        source="cifar10",
+        input_shape=(3, 32, 32),
+        num_classes=10,
+        epochs=60,
+        batch_size=128,
+        lr=2e-3,
+        augment_shift=4,
+        weight_decay=5e-4,
+        half_precision=True,
+        paper_accuracy=0.9165,
+    )
+)
+register_recipe(
+    Recipe(
+        name="vgg16-cifar10",
+        description="VGG-16 (BatchNorm) on CIFAR-10 (paper: 93.47 %)",
+        builder=VGG16Cifar,
+        source="cifar10",
+        input_shape=(3, 32, 32),
+        num_classes=10,
+        epochs=60,
+        batch_size=128,
+        lr=1e-3,
+        augment_shift=4,
+        weight_decay=5e-4,
+        half_precision=True,
+        paper_accuracy=0.9347,
+    )
+)
+
+
+def model_dir(name: str, seed: int = 0, cache_dir: str | Path | None = None) -> Path:
+    """``<cache>/models/<name>-seed<seed>``, where the zoo keeps that model's weights and card."""
+    return resolve_cache_dir(cache_dir) / "models" / f"{name}-seed{seed}"
+
+
+def read_card(name: str, seed: int = 0, cache_dir: str | Path | None = None) -> dict | None:
+    """The stored card of a zoo model, or None when it is not trained in that cache.
+
+    Raises:
+        FormatError: the card exists but is not valid JSON or lacks required fields.
+    """
+    get_recipe(name)
+    path = model_dir(name, seed, cache_dir) / CARD_FILE
+    if not path.is_file():
+        return None
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(f"{path}: not a readable model card ({e})") from None
+    required = ("name", "seed", "weights_digest", "test_accuracy", "recipe")
+    if not isinstance(card, dict) or any(k not in card for k in required):
+        raise FormatError(f"{path}: not a tripwire model card (needs {', '.join(required)})")
+    if card["name"] != name or card["seed"] != seed:
+        raise FormatError(f"{path}: card is for {card['name']!r} seed {card['seed']}")
+    return card
+
+
+def recipe_matches(card: dict, name: str | None = None) -> bool:
+    """Whether a stored card was trained with the zoo's current recipe (all hyper-parameters)."""
+    recipe = get_recipe(name or card["name"])
+    return bool(card.get("recipe") == recipe.hyperparameters())
+
+
+def data_checksum(data: ImageSet) -> str:
+    """SHA-256 (hex) of a set's image and label bytes, in order: identifies the training data
+    whatever files or generator it came from."""
+    h = hashlib.sha256()
+    h.update(str(tuple(data.images.shape)).encode() + str(data.images.dtype).encode())
+    h.update(data.images.contiguous().numpy().tobytes())
+    if data.labels is not None:
+        h.update(data.labels.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import safetensors
+
+    from tripwire import __version__
+
+    return {
+        "tripwire": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "safetensors": safetensors.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def train_model(
+    name: str,
+    *,
+    seed: int = 0,
+    epochs: int | None = None,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[nn.Module, dict]:
+    """Train zoo model `name` with its recipe and store weights + card in the cache.
+
+    Overwrites a model stored under the same name and seed. Initialisation, shuffling,
+    augmentation and dropout all follow `seed` (the global random state is left untouched).
+
+    Args:
+        name: a zoo name (see `list_models`).
+        seed: the training seed; also part of the storage folder name.
+        epochs: override the recipe's number of epochs (recorded in the card).
+        data_dir: where the training data lives (default: `tripwire.paths.data_dir()`).
+        cache_dir: where to store the model (default: `tripwire.paths.cache_dir()`).
+        progress: show progress bars.
+
+    Returns:
+        The trained model in eval mode, and its card.
+
+    Example:
+        >>> model, card = train_model("cnn-digits8")  # doctest: +SKIP
+        >>> card["test_accuracy"] > 0.95  # doctest: +SKIP
+        True
+    """
+    recipe = get_recipe(name)
+    train_set = load_source(recipe.source, "train", data_dir)
+    test_set = load_source(recipe.source, "test", data_dir)
+    if train_set.image_shape != recipe.input_shape:
+        raise ModelMismatchError(
+            f"{name}: expects images {recipe.input_shape}, source {recipe.source!r} gives "
+            f"{train_set.image_shape}"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = recipe.build()
+    n_epochs = recipe.epochs if epochs is None else epochs
+    logger.info("training %s (seed %d, %d epochs) on %s", name, seed, n_epochs, train_set.name)
+    result = train_classifier(
+        model,
+        train_set,
+        test_set,
+        epochs=n_epochs,
+        batch_size=recipe.batch_size,
+        lr=recipe.lr,
+        seed=seed,
+        augment_shift=recipe.augment_shift,
+        weight_decay=recipe.weight_decay,
+        progress=progress,
+    )
+    accuracy = result.test_accuracy
+    folder = model_dir(name, seed, cache_dir)
+    digest = save_weights(
+        model, folder / WEIGHTS_FILE, half=recipe.half_precision, metadata={"name": name}
+    )
+    if recipe.half_precision:
+        from tripwire.models.training import evaluate_accuracy
+
+        accuracy = evaluate_accuracy(model, test_set)
+    card = {
+        "card_version": CARD_VERSION,
+        "name": name,
+        "seed": seed,
+        "test_accuracy": accuracy,
+        "test_accuracy_before_rounding": result.test_accuracy,
+        "recipe": recipe.hyperparameters(n_epochs),
+        "train_data": {
+            "name": train_set.name,
+            "n": len(train_set),
+            "sha256": data_checksum(train_set),
+        },
+        "test_data": {"name": test_set.name, "n": len(test_set), "sha256": data_checksum(test_set)},
+        "weights_digest": digest,
+        "weights_file": WEIGHTS_FILE,
+        "versions": _versions(),
+        "training_seconds": round(result.seconds, 1),
+        "history": result.history,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    (folder / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    logger.info("stored %s (test accuracy %.4f) in %s", name, accuracy, folder)
+    return model, card
+
+
+def load_model(
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    train_if_missing: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+) -> nn.Module:
+    """A trained zoo model in eval mode: loaded from the cache, or trained and stored first.
+
+    Loading reads ``weights.safetensors`` (never a pickle) and checks its weights digest against
+    ``card.json``.
+
+    Args:
+        name: a zoo name (see `list_models`): ``"lenet-mnist"``, ``"cnn-digits8"``, …
+        data_dir: data directory for training (only used when training).
+        cache_dir: the cache holding ``models/<name>-seed<seed>/``.
+        train_if_missing: train the model when the cache does not hold it.
+        seed: which trained copy (the training seed).
+        progress: show progress bars while training.
+
+    Raises:
+        UnknownModelError: no recipe called `name`.
+        ModelNotTrainedError: not cached and `train_if_missing` is False.
+        FormatError: the card or weights file is corrupt or does not fit the architecture.
+        ModelMismatchError: the weights are not the ones the card was written for.
+
+    Example:
+        >>> model = load_model("lenet-mnist", data_dir="../shared/data")  # doctest: +SKIP
+        >>> model(torch.rand(1, 1, 28, 28)).shape  # doctest: +SKIP
+        torch.Size([1, 10])
+    """
+    recipe = get_recipe(name)
+    card = read_card(name, seed, cache_dir)
+    if card is None:
+        if not train_if_missing:
+            raise ModelNotTrainedError(
+                f"{name} (seed {seed}) is not trained in {model_dir(name, seed, cache_dir)}; "
+                f"run `tripwire train {name} --seed {seed}`"
+            )
+        model, _ = train_model(
+            name, seed=seed, data_dir=data_dir, cache_dir=cache_dir, progress=progress
+        )
+        return model
+    if not recipe_matches(card):
+        logger.warning("%s: the stored model was trained with another recipe than the zoo's", name)
+    model = recipe.build()
+    path = model_dir(name, seed, cache_dir) / WEIGHTS_FILE
+    load_weights(model, path)
+    digest = weights_digest(model)
+    if digest != card["weights_digest"]:
+        raise ModelMismatchError(
+            f"{path}: weights digest {digest} differs from the card's {card['weights_digest']} "
+            "(the weights were changed or replaced); retrain with `tripwire train "
+            f"{name} --seed {seed} --force`"
+        )
+    return model.eval()
