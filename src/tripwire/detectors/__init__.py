@@ -1,0 +1,26 @@
+"""Detectors: one protocol (`Detector`), a registry by name, one file per method.
+
+Importing this package registers every detector.
+"""
+
+from tripwire.detectors import uniform  # noqa: F401  (registers)
+from tripwire.detectors.base import Detector, check_images
+from tripwire.detectors.registry import (
+    DEFAULT_DETECTOR,
+    create_detector,
+    get_detector_class,
+    list_detectors,
+    register_detector,
+)
+from tripwire.detectors.uniform import UniformDetector
+
+__all__ = [
+    "DEFAULT_DETECTOR",
+    "Detector",
+    "UniformDetector",
+    "check_images",
+    "create_detector",
+    "get_detector_class",
+    "list_detectors",
+    "register_detector",
+]

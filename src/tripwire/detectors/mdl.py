@@ -1,0 +1,89 @@
+"""Choosing the Most Discriminative Layer (MDL) without test anomalies.
+
+Zhao et al. (§4, Fig. 1 step 1) pick the MDL as the layer whose one-class models have the lowest
+detection error on a "mix" OOD set; their code used a known OOD set (TinyImageNet for CIFAR
+models), i.e. selection saw the kind of data it was then tested on. Here each candidate layer is
+ranked by the mean AUROC of its class-conditional one-class SVM score between held-out ID images
+and validation anomalies that are either given explicitly or made from ID images by
+`tripwire.detectors.proxies` — never a test set. Ties (within 0.001) go to the earlier layer, as
+the paper's picks are early layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from tripwire.detectors.ocsvm import ClassConditionalOCSVM
+from tripwire.features import Pooling, extract_features, list_layers
+from tripwire.metrics import auroc
+
+_TIE = 1e-3
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """The chosen layer and the criterion of every candidate (mean AUROC and per set)."""
+
+    layer: str
+    criterion: dict[str, float]
+    per_set: dict[str, dict[str, float]]
+
+
+def candidate_layers(model: nn.Module, sample: torch.Tensor, pooling: Pooling) -> list[str]:
+    """Layers before the logits whose pooled output has at least 2 dimensions.
+
+    Layers whose pooled output equals the logits (the last layer) are left out, and so are
+    one-dimensional ones (e.g. an input normalisation of a grey image).
+    """
+    names = list_layers(model)
+    feats = extract_features(model, [sample[:2]], names, pooling)
+    out = []
+    for name in names:
+        f = feats.layers[name]
+        if f.shape[1] < 2 or (f.shape == feats.logits.shape and torch.equal(f, feats.logits)):
+            continue
+        out.append(name)
+    return out
+
+
+def choose_layer(
+    model: nn.Module,
+    fit_images: torch.Tensor,
+    heldout_images: torch.Tensor,
+    validation_sets: dict[str, torch.Tensor],
+    candidates: Sequence[str],
+    *,
+    num_classes: int,
+    nu: float,
+    gamma: float | str,
+    pooling: Pooling,
+    batch_size: int = 512,
+) -> LayerChoice:
+    """Rank `candidates` by how well a per-class one-class SVM on each separates held-out ID
+    images from the validation sets; return the best (earliest on ties) with all values."""
+    layers = list(candidates)
+
+    def feats(x: torch.Tensor):  # type: ignore[no-untyped-def]
+        return extract_features(model, x.split(batch_size), layers, pooling)
+
+    fit = feats(fit_images)
+    held = feats(heldout_images)
+    val = {name: feats(x) for name, x in validation_sets.items()}
+    per_set: dict[str, dict[str, float]] = {}
+    criterion: dict[str, float] = {}
+    for layer in layers:
+        svm = ClassConditionalOCSVM.fit(
+            fit.layers[layer], fit.predicted, num_classes, nu=nu, gamma=gamma
+        )
+        id_scores = svm.score(held.layers[layer], held.predicted)
+        per_set[layer] = {
+            name: auroc(id_scores, svm.score(f.layers[layer], f.predicted)) for name, f in val.items()
+        }
+        criterion[layer] = sum(per_set[layer].values()) / len(per_set[layer])
+    best = max(criterion.values())
+    chosen = next(layer for layer in layers if criterion[layer] >= best - _TIE)
+    return LayerChoice(chosen, criterion, per_set)

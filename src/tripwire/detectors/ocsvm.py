@@ -1,0 +1,130 @@
+"""Class-conditional RBF one-class SVMs: fitted with scikit-learn's libsvm, scored with torch.
+
+Schölkopf et al. (2001) ν-one-class SVM with an RBF kernel (equivalent to SVDD, Tax & Duin 1999),
+after a StandardScaler, as in Zhao et al.'s code (``StandardScaler`` + ``OneClassSVM(nu=0.1,
+kernel="rbf", gamma="scale")``). For an input z (standardised with its class's scaler) the SVM of
+class c gives sklearn's ``score_samples``
+
+    f_c(z) = Σ_j α_j · exp(−γ_c ‖z − sv_j‖²),
+
+which is high inside the learned support. The anomaly score returned here is −f_c(z) (higher =
+more anomalous). Fitting is libsvm's; scoring is a batched torch computation on the model's
+device (no scikit-learn call per batch), with all classes' support vectors padded into one
+tensor so that a batch is scored in one gather.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import OneClassSVM
+
+_MIN_SAMPLES = 5
+
+
+@dataclass
+class ClassConditionalOCSVM:
+    """One RBF one-class SVM per class, as padded tensors.
+
+    Attributes:
+        mean, scale: (K, D) StandardScaler of each class.
+        support: (K, S, D) standardised support vectors, zero-padded to S.
+        coef: (K, S) dual coefficients α_j, zero where padded.
+        gamma: (K,) kernel widths.
+        fitted: (K,) bool, False for classes that had too few samples (they score +inf... see `score`).
+    """
+
+    mean: torch.Tensor
+    scale: torch.Tensor
+    support: torch.Tensor
+    coef: torch.Tensor
+    gamma: torch.Tensor
+    fitted: torch.Tensor
+
+    @classmethod
+    def fit(
+        cls,
+        features: torch.Tensor,
+        classes: torch.Tensor,
+        num_classes: int,
+        nu: float = 0.1,
+        gamma: float | str = "scale",
+    ) -> ClassConditionalOCSVM:
+        """Fit one scaler + SVM per class on the rows of `features` whose class is c.
+
+        Classes with fewer than 5 rows are not fitted; an input predicted as such a class gets the
+        highest anomaly score the other classes' SVMs can give (f = 0).
+        """
+        x = features.detach().cpu().double().numpy()
+        c = classes.detach().cpu().numpy()
+        d = x.shape[1]
+        means, scales, supports, coefs, gammas, fitted = [], [], [], [], [], []
+        for k in range(num_classes):
+            xk = x[c == k]
+            if len(xk) < _MIN_SAMPLES:
+                means.append(np.zeros(d))
+                scales.append(np.ones(d))
+                supports.append(np.zeros((1, d)))
+                coefs.append(np.zeros(1))
+                gammas.append(1.0 / d)
+                fitted.append(False)
+                continue
+            scaler = StandardScaler().fit(xk)
+            z = scaler.transform(xk)
+            svm = OneClassSVM(nu=nu, kernel="rbf", gamma=gamma).fit(z)
+            means.append(scaler.mean_)
+            scales.append(scaler.scale_)
+            supports.append(svm.support_vectors_)
+            coefs.append(svm.dual_coef_[0])
+            gammas.append(float(svm._gamma))
+            fitted.append(True)
+        s = max(len(sv) for sv in supports)
+        support = np.zeros((num_classes, s, d))
+        coef = np.zeros((num_classes, s))
+        for k in range(num_classes):
+            support[k, : len(supports[k])] = supports[k]
+            coef[k, : len(coefs[k])] = coefs[k]
+        f32 = torch.float32
+        return cls(
+            mean=torch.tensor(np.stack(means), dtype=f32),
+            scale=torch.tensor(np.stack(scales), dtype=f32),
+            support=torch.tensor(support, dtype=f32),
+            coef=torch.tensor(coef, dtype=f32),
+            gamma=torch.tensor(gammas, dtype=f32),
+            fitted=torch.tensor(fitted),
+        )
+
+    def to(self, device: torch.device) -> ClassConditionalOCSVM:
+        """The same SVMs with tensors on `device` (no copy if already there)."""
+        return ClassConditionalOCSVM(
+            *(t.to(device) for t in (self.mean, self.scale, self.support, self.coef, self.gamma)),
+            self.fitted.to(device),
+        )
+
+    def score(self, features: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Anomaly score −f_c(z) of each row under the SVM of its class c (higher = anomalous)."""
+        z = (features - self.mean[classes]) / self.scale[classes]  # N×D
+        support = self.support[classes]  # N×S×D
+        sq = (z.unsqueeze(1) - support).square().sum(dim=2)  # N×S
+        f = (self.coef[classes] * torch.exp(-self.gamma[classes].unsqueeze(1) * sq)).sum(dim=1)
+        return -f
+
+    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The state as named tensors for safetensors."""
+        return {
+            f"{prefix}.mean": self.mean,
+            f"{prefix}.scale": self.scale,
+            f"{prefix}.support": self.support,
+            f"{prefix}.coef": self.coef,
+            f"{prefix}.gamma": self.gamma,
+            f"{prefix}.fitted": self.fitted,
+        }
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str) -> ClassConditionalOCSVM:
+        """Inverse of `tensors`."""
+        names = ("mean", "scale", "support", "coef", "gamma", "fitted")
+        return cls(*(tensors[f"{prefix}.{n}"] for n in names))

@@ -1,0 +1,231 @@
+"""The uniform detector of Zhao et al., "A Uniform Framework for Anomaly Detection in Deep Neural
+Networks": per predicted class, one RBF one-class SVM on the channel means of an early "most
+discriminative layer" (MDL) and one on the logits, min–max normalised and fused.
+
+For an input x that the model predicts as class i (the paper's eq. under §4, with the sign
+turned so that higher = more anomalous):
+
+    s_ℓ(x) = −Σ_j α_ij^ℓ · exp(−γ_i^ℓ ‖z_i^ℓ(x) − sv_ij^ℓ‖²)          ℓ ∈ {MDL, logits}
+    g_i(x) = β1 · (s_MDL(x) − m_i^MDL) / (M_i^MDL − m_i^MDL)
+           + β2 · (s_logit(x) − m_i^logit) / (M_i^logit − m_i^logit)
+
+with z the class-i standardised features and (m, M) the min and max of s over **held-out ID
+inputs** predicted as i (the paper took them over the evaluation scores themselves, which leaks
+the test set; that variant is `transductive_scores`, for reproducing its tables only). ν = 0.1,
+γ = "scale", β1 = β2 = 0.5 as in the paper. Per-class thresholds τ_i come from `calibrate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from tripwire.data.base import ImageSet
+from tripwire.detectors.base import Detector
+from tripwire.detectors.mdl import LayerChoice, candidate_layers, choose_layer
+from tripwire.detectors.ocsvm import ClassConditionalOCSVM
+from tripwire.detectors.proxies import make_proxies
+from tripwire.detectors.registry import register_detector
+from tripwire.features import POOLINGS, LayerTap, Pooling, extract_features
+
+
+@register_detector
+class UniformDetector(Detector):
+    """Per-class one-class SVMs on the MDL and the logits, fused (Zhao et al.).
+
+    Args:
+        layer: the MDL's module name, or ``"auto"`` to choose it from ID data and validation
+            anomalies (explicit ``anomalies`` given to `fit`, else synthetic proxies made from ID
+            images; see `tripwire.detectors.mdl`).
+        nu: ν of the one-class SVMs (paper: 0.1).
+        gamma: RBF width, a float or ``"scale"`` (1 / (D · Var z)), as scikit-learn.
+        betas: (β1, β2), weights of the MDL and logit scores (paper: 0.5, 0.5).
+        pooling: reduction of the MDL's conv map: ``"mean"`` (paper), ``"max"``, ``"meanstd"``.
+        holdout_fraction: share of the ID data kept out of the SVM fit for the min–max constants.
+        max_per_class: at most this many inputs per class fit an SVM (seeded subsample).
+        seed: seed of the hold-out split, subsampling and proxies.
+
+    Example:
+        >>> det = UniformDetector().fit(model, mnist_train)            # doctest: +SKIP
+        >>> det.calibrate(model, mnist_val)                            # doctest: +SKIP
+        >>> det.score(model, x), det.predict(model, x)                 # doctest: +SKIP
+    """
+
+    name = "uniform"
+
+    def __init__(
+        self,
+        layer: str = "auto",
+        nu: float = 0.1,
+        gamma: float | str = "scale",
+        betas: Sequence[float] = (0.5, 0.5),
+        pooling: Pooling = "mean",
+        holdout_fraction: float = 0.1,
+        max_per_class: int = 10_000,
+        seed: int = 0,
+    ) -> None:
+        self.layer = layer
+        self.nu = nu
+        self.gamma = gamma
+        self.betas = betas
+        self.pooling = pooling
+        self.holdout_fraction = holdout_fraction
+        self.max_per_class = max_per_class
+        self.seed = seed
+
+    def _validate_params(self) -> None:
+        if not 0.0 < self.nu <= 1.0:
+            raise ValueError(f"nu must be in (0, 1], got {self.nu}")
+        if len(self.betas) != 2 or min(self.betas) < 0:
+            raise ValueError(f"betas must be two non-negative weights, got {self.betas}")
+        if self.pooling not in POOLINGS or self.pooling == "none":
+            raise ValueError(f"pooling must be 'mean', 'max' or 'meanstd', got {self.pooling!r}")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        if not (self.gamma == "scale" or (isinstance(self.gamma, float | int) and self.gamma > 0)):
+            raise ValueError(f"gamma must be 'scale' or a positive number, got {self.gamma!r}")
+
+    # ------------------------------------------------------------------------------ fitting
+    def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
+        fit_set, held_set = data.split(self.holdout_fraction, seed=self.seed)
+        self.layer_choice_: LayerChoice | None = None
+        if self.layer == "auto":
+            self.layer_choice_ = self._choose_layer(model, fit_set, held_set, anomalies)
+            self.layer_ = self.layer_choice_.layer
+        else:
+            self.layer_ = self.layer
+        fit = extract_features(model, fit_set.batches(512), [self.layer_], self.pooling)
+        keep = _subsample_per_class(fit.predicted, self.num_classes_, self.max_per_class, self.seed)
+        k = self.num_classes_
+        pred = fit.predicted[keep]
+        self.svm_mdl_ = ClassConditionalOCSVM.fit(
+            fit.layers[self.layer_][keep], pred, k, nu=self.nu, gamma=self.gamma
+        )
+        self.svm_logit_ = ClassConditionalOCSVM.fit(
+            fit.logits[keep], pred, k, nu=self.nu, gamma=self.gamma
+        )
+        raw, held_pred = self._raw_scores_of(model, held_set)
+        self.low_, self.high_ = _per_class_min_max(raw, held_pred, k)
+
+    def _choose_layer(
+        self, model: nn.Module, fit_set: ImageSet, held_set: ImageSet, anomalies: ImageSet | None
+    ) -> LayerChoice:
+        fit_x = fit_set.take(3000, seed=self.seed).as_float()
+        held_x = held_set.take(1000, seed=self.seed + 1).as_float()
+        if anomalies is not None:
+            validation = {"given": anomalies.take(2000, seed=self.seed).as_float()}
+        else:
+            validation = make_proxies(held_x, seed=self.seed)
+        return choose_layer(
+            model,
+            fit_x,
+            held_x,
+            validation,
+            candidate_layers(model, fit_x, self.pooling),
+            num_classes=self.num_classes_,
+            nu=self.nu,
+            gamma=self.gamma,
+            pooling=self.pooling,
+        )
+
+    def _raw_scores_of(self, model: nn.Module, data: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
+        raws, preds = [], []
+        with torch.no_grad():
+            for xb in data.batches(512):
+                r, p = self.raw_scores(model, xb)
+                raws.append(r)
+                preds.append(p)
+        return torch.cat(raws), torch.cat(preds)
+
+    # ------------------------------------------------------------------------------ scoring
+    def raw_scores(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Un-normalised SVM scores (N×2: MDL, logits; higher = more anomalous) and predictions.
+
+        `x` must be a valid batch on the model's device; runs in whatever grad/mode the caller set.
+        """
+        device = x.device
+        with LayerTap(model, [self.layer_], self.pooling) as tap:
+            logits = model(x)
+        pred = logits.argmax(dim=1)
+        s_mdl = self.svm_mdl_.to(device).score(tap.outputs[self.layer_], pred)
+        s_logit = self.svm_logit_.to(device).score(logits, pred)
+        return torch.stack([s_mdl, s_logit], dim=1), pred
+
+    def _score_batch(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raw, pred = self.raw_scores(model, x)
+        low, high = self.low_.to(x.device)[pred], self.high_.to(x.device)[pred]
+        normed = (raw - low) / (high - low)
+        betas = torch.tensor(list(self.betas), dtype=normed.dtype, device=x.device)
+        return normed @ betas, pred
+
+    # ------------------------------------------------------------------------------ state
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        return {
+            **self.svm_mdl_.tensors("svm_mdl"),
+            **self.svm_logit_.tensors("svm_logit"),
+            "low": self.low_,
+            "high": self.high_,
+        }
+
+    def _state_meta(self) -> dict[str, Any]:
+        choice = self.layer_choice_
+        return {
+            "layer": self.layer_,
+            "layer_choice": None
+            if choice is None
+            else {"layer": choice.layer, "criterion": choice.criterion, "per_set": choice.per_set},
+        }
+
+    def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        self.svm_mdl_ = ClassConditionalOCSVM.from_tensors(tensors, "svm_mdl")
+        self.svm_logit_ = ClassConditionalOCSVM.from_tensors(tensors, "svm_logit")
+        self.low_, self.high_ = tensors["low"], tensors["high"]
+        self.layer_ = str(meta["layer"])
+        c = meta.get("layer_choice")
+        self.layer_choice_ = None if c is None else LayerChoice(c["layer"], c["criterion"], c["per_set"])
+
+
+def _subsample_per_class(pred: torch.Tensor, k: int, cap: int, seed: int) -> torch.Tensor:
+    """Indices keeping at most `cap` inputs of each predicted class (seeded)."""
+    g = torch.Generator().manual_seed(seed)
+    keep = []
+    for c in range(k):
+        idx = torch.nonzero(pred == c).flatten()
+        if len(idx) > cap:
+            idx = idx[torch.randperm(len(idx), generator=g)[:cap]]
+        keep.append(idx)
+    return torch.sort(torch.cat(keep)).values
+
+
+def _per_class_min_max(
+    raw: torch.Tensor, pred: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per class and layer, min and max of the raw scores (global ones for unseen classes)."""
+    low = raw.amin(dim=0).repeat(k, 1)
+    high = raw.amax(dim=0).repeat(k, 1)
+    for c in range(k):
+        rc = raw[pred == c]
+        if len(rc) >= 2:
+            low[c], high[c] = rc.amin(dim=0), rc.amax(dim=0)
+    high = torch.maximum(high, low + 1e-12)
+    return low, high
+
+
+def transductive_scores(
+    detector: UniformDetector,
+    raw: torch.Tensor,
+    pred: torch.Tensor,
+) -> torch.Tensor:
+    """The paper's transductive variant — for reproducing its tables only.
+
+    Min–max constants taken per class and layer over the **evaluation scores themselves** (`raw`
+    and `pred` of all inputs being evaluated, ID and anomalies together, from `raw_scores`), as
+    the authors' code did. This uses the test set to normalise and is not a deployable detector.
+    """
+    low, high = _per_class_min_max(raw, pred, detector.num_classes_)
+    normed = (raw - low[pred]) / (high[pred] - low[pred])
+    betas = torch.tensor(list(detector.betas), dtype=normed.dtype)
+    return normed @ betas

@@ -1,0 +1,198 @@
+"""Feature extraction from any `nn.Module` with forward hooks.
+
+Named layers → activations, pooled inside the hook (so full feature maps of a whole data set are
+never held), plus the logits, which are always there. The model is never rewritten: hooks are
+removed and the train/eval mode restored afterwards, whatever happens.
+
+Pooling of a conv map C×H×W (Zhao et al. §4 reduce the MDL to its channel means):
+
+* ``"mean"`` — per-channel spatial mean, C numbers (the paper's; the authors' code sums, which is
+  the same after standardisation);
+* ``"max"`` — per-channel spatial maximum;
+* ``"meanstd"`` — per-channel mean and standard deviation, 2·C numbers;
+* ``"none"`` — the flattened map, C·H·W numbers.
+
+Dense outputs (N×D) are used as they are, whatever the pooling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from tripwire.errors import InvalidInputError
+
+Pooling = Literal["mean", "max", "meanstd", "none"]
+POOLINGS: tuple[str, ...] = ("mean", "max", "meanstd", "none")
+
+# Modules whose output only restates their input's information; not offered as feature layers.
+_SKIPPED = (nn.Dropout, nn.Dropout2d, nn.Flatten, nn.Identity)
+
+
+def list_layers(model: nn.Module, *, leaves_only: bool = True) -> list[str]:
+    """Names of the layers whose outputs can be asked for, in forward-definition order.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+        >>> list_layers(net)
+        ['0', '1', '3']
+    """
+    names = []
+    for name, module in model.named_modules():
+        if not name or isinstance(module, _SKIPPED):
+            continue
+        if leaves_only and any(True for _ in module.children()):
+            continue
+        names.append(name)
+    return names
+
+
+def pool(activation: torch.Tensor, pooling: Pooling = "mean") -> torch.Tensor:
+    """Reduce one layer's activation to an N×D matrix (see the module docstring)."""
+    if activation.ndim == 2:
+        return activation
+    if activation.ndim < 2:
+        return activation.reshape(activation.shape[0], -1)
+    flat = activation.flatten(2)  # N×C×(H·W…)
+    if pooling == "mean":
+        return flat.mean(dim=2)
+    if pooling == "max":
+        return flat.amax(dim=2)
+    if pooling == "meanstd":
+        return torch.cat([flat.mean(dim=2), flat.std(dim=2, unbiased=False)], dim=1)
+    if pooling == "none":
+        return activation.flatten(1)
+    raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run `model` in eval mode and restore every submodule's own train/eval flag afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+class LayerTap:
+    """Forward hooks on named layers that keep each layer's pooled output of the last forward.
+
+    Use as a context manager; the hooks are removed on exit.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+        >>> with LayerTap(net, ["1"]) as tap:
+        ...     logits = net(torch.rand(5, 1, 8, 8))
+        >>> tap.outputs["1"].shape
+        torch.Size([5, 4])
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[str],
+        pooling: Pooling | Mapping[str, Pooling] = "mean",
+        detach: bool = True,
+    ) -> None:
+        modules = dict(model.named_modules())
+        missing = [name for name in layers if name not in modules or not name]
+        if missing:
+            raise InvalidInputError(
+                f"unknown layer(s) {missing}; available: {', '.join(list_layers(model))}"
+            )
+        self.model = model
+        self.layers = list(layers)
+        self.pooling = {
+            name: (pooling if isinstance(pooling, str) else pooling.get(name, "mean"))
+            for name in self.layers
+        }
+        for name, p in self.pooling.items():
+            if p not in POOLINGS:
+                raise ValueError(f"layer {name}: unknown pooling {p!r}; choose one of {POOLINGS}")
+        self.detach = detach
+        self.outputs: dict[str, torch.Tensor] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._modules = modules
+
+    def _hook(self, name: str):  # type: ignore[no-untyped-def]
+        pooling = self.pooling[name]
+
+        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+            out = output[0] if isinstance(output, tuple | list) else output
+            assert isinstance(out, torch.Tensor)
+            pooled = pool(out, pooling)
+            self.outputs[name] = pooled.detach() if self.detach else pooled
+
+        return hook
+
+    def __enter__(self) -> LayerTap:
+        for name in self.layers:
+            self._handles.append(self._modules[name].register_forward_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+@dataclass(frozen=True)
+class Features:
+    """Logits and pooled layer activations of a set of inputs, all on the CPU."""
+
+    logits: torch.Tensor
+    layers: dict[str, torch.Tensor]
+
+    @property
+    def predicted(self) -> torch.Tensor:
+        """The model's predicted class per input."""
+        return self.logits.argmax(dim=1)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a parameter-free model)."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def extract_features(
+    model: nn.Module,
+    batches: Iterator[torch.Tensor] | Sequence[torch.Tensor],
+    layers: Sequence[str] = (),
+    pooling: Pooling | Mapping[str, Pooling] = "mean",
+) -> Features:
+    """Run `model` over `batches` (float N×C×H×W in [0, 1]) and collect logits and pooled layers.
+
+    Runs under `torch.no_grad()` in eval mode; the model's mode is restored and all hooks removed
+    afterwards. Only pooled features are kept, so memory grows with N·D, not with map sizes.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+        >>> f = extract_features(net, [torch.rand(8, 1, 8, 8)], ["1"])
+        >>> f.logits.shape, f.layers["1"].shape
+        (torch.Size([8, 2]), torch.Size([8, 4]))
+    """
+    device = model_device(model)
+    logits: list[torch.Tensor] = []
+    collected: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    with eval_mode(model), torch.no_grad(), LayerTap(model, layers, pooling) as tap:
+        for x in batches:
+            logits.append(model(x.to(device)).cpu())
+            for name in layers:
+                collected[name].append(tap.outputs[name].cpu())
+    if not logits:
+        raise InvalidInputError("no inputs to extract features from")
+    return Features(
+        logits=torch.cat(logits), layers={k: torch.cat(v) for k, v in collected.items()}
+    )
