@@ -121,7 +121,9 @@ class Detector(ABC):
         return f"{type(self).__name__}({params})"
 
     # ----------------------------------------------------------------------------------- fitting
-    def fit(self, model: nn.Module, id_data: DataLike, *, anomalies: DataLike | None = None) -> Self:
+    def fit(
+        self, model: nn.Module, id_data: DataLike, *, anomalies: DataLike | None = None
+    ) -> Self:
         """Learn what in-distribution inputs look like to `model`. Returns self.
 
         Args:
@@ -133,7 +135,8 @@ class Detector(ABC):
         check_images(data.images if data.images.is_floating_point() else data.as_float(slice(0, 1)))
         if self.needs_anomalies and anomalies is None:
             raise InvalidInputError(
-                f"{self.name} needs anomalies to fit: pass anomalies=… (e.g. FGSM of training images)"
+                f"{self.name} needs anomalies to fit: pass anomalies=… "
+                "(e.g. FGSM of training images)"
             )
         anomaly_set = None if anomalies is None else as_image_set(anomalies, "anomalies")
         self._validate_params()
@@ -164,7 +167,7 @@ class Detector(ABC):
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(model, id_data)")
 
     def check_model(self, model: nn.Module) -> None:
-        """Raise ModelMismatchError if `model`'s weights differ from those the detector was fitted on."""
+        """Raise ModelMismatchError unless `model` has the weights the detector was fitted on."""
         self.check_fitted()
         digest = weights_digest(model)
         if digest != self.model_digest_:

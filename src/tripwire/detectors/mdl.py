@@ -81,7 +81,8 @@ def choose_layer(
         )
         id_scores = svm.score(held.layers[layer], held.predicted)
         per_set[layer] = {
-            name: auroc(id_scores, svm.score(f.layers[layer], f.predicted)) for name, f in val.items()
+            name: auroc(id_scores, svm.score(f.layers[layer], f.predicted))
+            for name, f in val.items()
         }
         criterion[layer] = sum(per_set[layer].values()) / len(per_set[layer])
     best = max(criterion.values())

@@ -34,7 +34,7 @@ class ClassConditionalOCSVM:
         support: (K, S, D) standardised support vectors, zero-padded to S.
         coef: (K, S) dual coefficients α_j, zero where padded.
         gamma: (K,) kernel widths.
-        fitted: (K,) bool, False for classes that had too few samples (they score +inf... see `score`).
+        fitted: (K,) bool, False for classes that had too few samples to fit.
     """
 
     mean: torch.Tensor

@@ -46,7 +46,9 @@ def tile_shuffle(x: torch.Tensor, g: torch.Generator, grid: int = 4) -> torch.Te
     perm = torch.argsort(torch.rand(n, grid * grid, generator=g), dim=1)
     tiles = tiles[torch.arange(n).unsqueeze(1), perm]
     out[:, :, : th * grid, : tw * grid] = (
-        tiles.reshape(n, grid, grid, c, th, tw).permute(0, 3, 1, 4, 2, 5).reshape(n, c, th * grid, tw * grid)
+        tiles.reshape(n, grid, grid, c, th, tw)
+        .permute(0, 3, 1, 4, 2, 5)
+        .reshape(n, c, th * grid, tw * grid)
     )
     return out
 

@@ -185,7 +185,9 @@ class UniformDetector(Detector):
         self.low_, self.high_ = tensors["low"], tensors["high"]
         self.layer_ = str(meta["layer"])
         c = meta.get("layer_choice")
-        self.layer_choice_ = None if c is None else LayerChoice(c["layer"], c["criterion"], c["per_set"])
+        self.layer_choice_ = (
+            None if c is None else LayerChoice(c["layer"], c["criterion"], c["per_set"])
+        )
 
 
 def _subsample_per_class(pred: torch.Tensor, k: int, cap: int, seed: int) -> torch.Tensor:
