@@ -1,0 +1,109 @@
+"""`tripwire train NAME` and `tripwire models list`: the model zoo from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tripwire.cli import app
+from tripwire.errors import FormatError
+from tripwire.models.zoo import (
+    get_recipe,
+    list_models,
+    model_dir,
+    read_card,
+    recipe_matches,
+    train_model,
+)
+from tripwire.paths import cache_dir as resolve_cache_dir
+from tripwire.progress import progress_enabled
+
+models_app = typer.Typer(help="The model zoo: reference classifiers and their training.")
+app.add_typer(models_app, name="models")
+
+_DATA_DIR = typer.Option(
+    None,
+    "--data-dir",
+    help="Data directory (default: $TRIPWIRE_DATA, else ~/.cache/tripwire/data).",
+)
+_CACHE_DIR = typer.Option(
+    None, "--cache-dir", help="Cache directory (default: $TRIPWIRE_CACHE, else ~/.cache/tripwire)."
+)
+
+
+@app.command("train")
+def train_command(
+    name: str = typer.Argument(..., help="Zoo model to train (see `tripwire models list`)."),
+    epochs: int | None = typer.Option(
+        None, "--epochs", min=1, help="Override the recipe's epochs."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Training seed (also names the stored copy)."),
+    data_dir: Path | None = _DATA_DIR,
+    cache_dir: Path | None = _CACHE_DIR,
+    force: bool = typer.Option(False, "--force", help="Retrain even if the cache holds the model."),
+) -> None:
+    """Train a zoo model with its fixed recipe and seed; store weights (safetensors) + card."""
+    console = Console()
+    recipe = get_recipe(name)
+    folder = model_dir(name, seed, cache_dir)
+    card = None if force else read_card(name, seed, cache_dir)
+    if card is not None:
+        console.print(
+            f"{name} (seed {seed}) is already trained: test accuracy "
+            f"[bold]{card['test_accuracy']:.2%}[/] — in {folder} (use --force to retrain)"
+        )
+        return
+    console.print(
+        f"training [bold]{name}[/] ({recipe.description}), seed {seed}, "
+        f"{epochs or recipe.epochs} epochs"
+    )
+    _, card = train_model(
+        name,
+        seed=seed,
+        epochs=epochs,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        progress=progress_enabled(),
+    )
+    for row in card["history"]:
+        console.print(
+            f"  epoch {int(row['epoch']):>3}: train loss {row['train_loss']:.4f}, "
+            f"test accuracy {row['test_accuracy']:.2%}  ({row['seconds']:.0f} s)"
+        )
+    console.print(
+        f"{name}: test accuracy [bold]{card['test_accuracy']:.2%}[/] "
+        f"({card['test_data']['n']:,} test images) in {card['training_seconds']:.0f} s"
+    )
+    console.print(f"weights: {folder / 'weights.safetensors'}")
+    console.print(f"card:    {folder / 'card.json'}")
+
+
+@models_app.command("list")
+def list_command(
+    cache_dir: Path | None = _CACHE_DIR,
+    seed: int = typer.Option(0, "--seed", help="Which trained copy to look for."),
+) -> None:
+    """Show every zoo model, whether it is trained in the cache and its recorded accuracy."""
+    table = Table(title=f"tripwire model zoo (cache: {resolve_cache_dir(cache_dir)}, seed {seed})")
+    for col in ("name", "description", "data", "input", "trained", "test accuracy", "paper"):
+        table.add_column(col, overflow="fold")
+    for name in list_models():
+        recipe = get_recipe(name)
+        try:
+            card = read_card(name, seed, cache_dir)
+        except FormatError:
+            trained, accuracy = "[red]corrupt card[/]", ""
+        else:
+            if card is None:
+                trained, accuracy = "[yellow]no[/]", ""
+            else:
+                stale = "" if recipe_matches(card) else " (older recipe)"
+                trained = f"[green]yes[/]{stale}"
+                accuracy = f"{card['test_accuracy']:.2%}"
+        paper = "" if recipe.paper_accuracy is None else f"{recipe.paper_accuracy:.2%}"
+        shape = "×".join(str(d) for d in recipe.input_shape)
+        table.add_row(name, recipe.description, recipe.source, shape, trained, accuracy, paper)
+    Console().print(table)
