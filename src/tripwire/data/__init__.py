@@ -5,12 +5,14 @@ Importing this package registers every source; `list_sources()` shows them.
 
 from tripwire.data import (  # noqa: F401  (importing a module registers its sources)
     animal_mnist,
+    cifar10,
     digits8,
     fashion_mnist,
     font_letters,
     mnist,
     omniglot,
     photo_crops,
+    tiny_imagenet,
 )
 from tripwire.data.base import (
     ImageSet,

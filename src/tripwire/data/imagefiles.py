@@ -79,3 +79,31 @@ def resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
 def to_array(img: Image.Image) -> np.ndarray:
     """H×W (grey) or H×W×3 (RGB) uint8."""
     return np.asarray(img, dtype=np.uint8)
+
+
+def read_zip_images(
+    archive: zipfile.ZipFile,
+    members: list[str],
+    origin: str,
+    mode: str = "RGB",
+    size: tuple[int, int] | None = None,
+    description: str = "decoding images",
+) -> np.ndarray:
+    """Decode `members` of an archive into one uint8 array (N×H×W for "L", N×H×W×3 for "RGB"),
+    resized to `size` = (height, width) when given; all images must then share one size."""
+    from tripwire.progress import track
+
+    out: np.ndarray | None = None
+    for i, m in enumerate(track(members, description)):
+        img = decode(read_member(archive, m, origin), f"{origin}:{m}", mode)
+        if size is not None:
+            img = resize(img, size)
+        a = to_array(img)
+        if out is None:
+            out = np.empty((len(members), *a.shape), dtype=np.uint8)
+        if a.shape != out.shape[1:]:
+            raise DataError(f"{origin}:{m}: image is {a.shape}, expected {out.shape[1:]}")
+        out[i] = a
+    if out is None:
+        raise DataError(f"{origin}: no images to read")
+    return out
