@@ -68,6 +68,15 @@ def decode(data: bytes | Path, origin: str, mode: str | None = None) -> Image.Im
     return img
 
 
+def probe_mode(path: Path) -> str:
+    """The Pillow mode of an image file, from its header only (cheap); `DataError` if unreadable."""
+    try:
+        with Image.open(path) as img:
+            return img.mode
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: not a readable image ({e})") from None
+
+
 def resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     """Resize to `size` = (height, width) with the fixed filter `RESAMPLE`."""
     h, w = size

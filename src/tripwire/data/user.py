@@ -7,16 +7,19 @@ shape or dtype, floats outside [0, 1] or NaN, an unreadable image, an empty fold
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from tripwire.data.base import ImageSet
-from tripwire.data.imagefiles import IMAGE_SUFFIXES, decode, resize, to_array
+from tripwire.data.imagefiles import IMAGE_SUFFIXES, decode, probe_mode, resize, to_array
 from tripwire.data.npzfile import images_from_numpy, labels_from_numpy, read_npz
 from tripwire.errors import DataError
 from tripwire.progress import track
+
+logger = logging.getLogger(__name__)
 
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
@@ -63,8 +66,14 @@ def load_image_folder(path: str | Path, size: tuple[int, int] | None = None) -> 
     files = _image_files(folder)
     classes: list[str] = []
     labels_list: list[int] = []
-    if not files:
-        subs = sorted(p for p in folder.iterdir() if p.is_dir() and _image_files(p))
+    subs = sorted(p for p in folder.iterdir() if p.is_dir() and _image_files(p))
+    if files and subs:
+        logger.warning(
+            "%s: holds images and image sub-folders; reading only the %d images at the top level",
+            folder,
+            len(files),
+        )
+    elif not files:
         classes = [p.name for p in subs]
         for k, sub in enumerate(subs):
             sub_files = _image_files(sub)
@@ -75,21 +84,20 @@ def load_image_folder(path: str | Path, size: tuple[int, int] | None = None) -> 
             f"{folder}: no image files found (looked for {', '.join(IMAGE_SUFFIXES)} in the "
             "folder and in its class sub-folders)"
         )
-    images = [decode(f, str(f)) for f in track(files, f"reading {folder.name}")]
-    mode = "L" if all(im.mode in _GREY_MODES for im in images) else "RGB"
+    modes = [probe_mode(f) for f in files]
+    mode = "L" if all(m in _GREY_MODES for m in modes) else "RGB"
     arrays = []
-    for f, im in zip(files, images, strict=True):
-        im = decode(f, str(f), mode) if im.mode != mode else im
-        if size is not None:
-            im = resize(im, size)
-        arrays.append(to_array(im))
+    for f in track(files, f"reading {folder.name}"):
+        im = decode(f, str(f), mode)
+        arrays.append(to_array(resize(im, size) if size is not None else im))
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         first, other = arrays[0].shape, next(a.shape for a in arrays if a.shape != arrays[0].shape)
         odd = next(f for f, a in zip(files, arrays, strict=True) if a.shape == other)
         raise DataError(
             f"{folder}: images differ in size ({files[0].name} is {first[1]}×{first[0]}, "
-            f"{odd.name} is {other[1]}×{other[0]}); pass a common size (--image-size H W)"
+            f"{odd.name} is {other[1]}×{other[0]}); resize them to one size first, or pass "
+            "size=(height, width) to resize them on loading"
         )
     x = torch.from_numpy(np.stack(arrays))
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
@@ -117,8 +125,7 @@ def load_user_data(path: str | Path, size: tuple[int, int] | None = None) -> Ima
     if p.is_dir():
         return load_image_folder(p, size)
     if p.suffix.lower() in IMAGE_SUFFIXES:
-        im = decode(p, str(p))
-        im = decode(p, str(p), "L" if im.mode in _GREY_MODES else "RGB")
+        im = decode(p, str(p), "L" if probe_mode(p) in _GREY_MODES else "RGB")
         a = to_array(resize(im, size) if size is not None else im)
         t = torch.from_numpy(a.copy())
         t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None].contiguous()
