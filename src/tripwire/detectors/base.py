@@ -229,8 +229,8 @@ class Detector(ABC):
 
     def predict(self, model: nn.Module, x: DataLike, batch_size: int = 256) -> torch.Tensor:
         """True where an input is flagged as anomalous (needs `calibrate` first)."""
+        self.check_fitted()
         if self.thresholds_ is None:
-            self.check_fitted()
             raise NotFittedError("no thresholds: call calibrate(model, id_val) first")
         scores, predicted = self.score_and_predict(model, x, batch_size)
         return self.flag(scores, predicted)
@@ -293,8 +293,10 @@ class Detector(ABC):
         klass = get_detector_class(doc["detector"])
         if cls is not Detector and not issubclass(klass, cls):
             raise FormatError(f"{folder}: holds a {klass.__name__}, not a {cls.__name__}")
+        # JSON has no tuples: sequences of hyper-parameters come back as tuples.
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["params"].items()}
         try:
-            det = klass(**doc["params"])
+            det = klass(**params)
         except TypeError as e:
             raise FormatError(f"{folder}: parameters do not fit {klass.__name__} ({e})") from None
         det.input_shape_ = tuple(doc["input_shape"])

@@ -1,0 +1,231 @@
+"""The contract every registered detector keeps, run against the whole registry.
+
+A tiny seeded world keeps it fast: three classes of 1×12×12 images (a bright blob in one of three
+places, plus noise), a small CNN trained on them in a second, and a shift (uniform noise) that any
+detector worth registering separates from ID data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from tripwire import metrics
+from tripwire.data.base import ImageSet
+from tripwire.detectors import Detector, create_detector, list_detectors
+from tripwire.errors import FormatError, InvalidInputError, NotFittedError
+
+# Hyper-parameters that suit the tiny world (a detector not listed uses its defaults).
+CONTRACT_PARAMS: dict[str, dict[str, Any]] = {
+    "uniform": {"layer": "auto"},
+}
+
+SHAPE = (1, 12, 12)
+CENTRES = ((3, 3), (3, 8), (8, 5))
+
+
+def make_world(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n images of 3 classes: a Gaussian blob at the class's centre plus noise, in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    ii, jj = torch.meshgrid(torch.arange(12.0), torch.arange(12.0), indexing="ij")
+    centres = torch.tensor(CENTRES, dtype=torch.float32)[y]
+    ci = centres[:, 0].view(-1, 1, 1) + torch.randn(n, 1, 1, generator=g) * 0.5
+    cj = centres[:, 1].view(-1, 1, 1) + torch.randn(n, 1, 1, generator=g) * 0.5
+    blob = torch.exp(-((ii - ci) ** 2 + (jj - cj) ** 2) / 4.0)
+    x = (0.8 * blob + 0.1 * torch.rand(n, 12, 12, generator=g)).clamp(0, 1)
+    return x.unsqueeze(1), y
+
+
+class TinyNet(nn.Module):
+    """conv → relu → pool → conv → relu → fc → dropout → fc (dropout for MC-dropout detectors)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(4, 8, 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(8 * 6 * 6, 16)
+        self.relu3 = nn.ReLU()
+        self.drop = nn.Dropout(0.2)
+        self.fc2 = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.pool1(self.relu1(self.conv1(x)))
+        h = self.flatten(self.relu2(self.conv2(h)))
+        return self.fc2(self.drop(self.relu3(self.fc1(h))))
+
+
+@pytest.fixture(scope="module")
+def world() -> dict[str, Any]:
+    torch.manual_seed(0)
+    x, y = make_world(900, seed=1)
+    model = TinyNet()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    x_test, y_test = make_world(300, seed=2)
+    g = torch.Generator().manual_seed(3)
+    accuracy = (model(x_test).argmax(1) == y_test).float().mean().item()
+    assert accuracy > 0.95, accuracy
+    sign = torch.randint(0, 2, x.shape, generator=g) * 2 - 1
+    return {
+        "model": model,
+        "train": ImageSet("world-train", x[:700], y[:700]),
+        "val": ImageSet("world-val", x[700:], y[700:]),
+        "test": x_test,
+        "shift": torch.rand(200, *SHAPE, generator=g),
+        # Known anomalies for detectors that must fit on some (a blind L∞ perturbation).
+        "anomalies": (x[:700] + 0.3 * sign[:700]).clamp(0, 1),
+    }
+
+
+def fit(name: str, world: dict[str, Any], **extra: Any) -> Detector:
+    det = create_detector(name, **{**CONTRACT_PARAMS.get(name, {}), **extra})
+    anomalies = world["anomalies"] if det.needs_anomalies else None
+    out = det.fit(world["model"], world["train"], anomalies=anomalies)
+    assert out is det
+    return det
+
+
+@pytest.fixture(scope="module", params=list_detectors())
+def fitted(request: pytest.FixtureRequest, world: dict[str, Any]) -> Detector:
+    return fit(request.param, world)
+
+
+def test_score_shape_finite_and_direction(fitted: Detector, world: dict[str, Any]) -> None:
+    model = world["model"]
+    s_id = fitted.score(model, world["test"])
+    s_shift = fitted.score(model, world["shift"])
+    assert s_id.shape == (300,) and s_shift.shape == (200,)
+    assert torch.isfinite(s_id).all() and torch.isfinite(s_shift).all()
+    assert metrics.auroc(s_id, s_shift) > 0.9, "higher must mean more anomalous"
+
+
+def test_batch_size_invariance(fitted: Detector, world: dict[str, Any]) -> None:
+    x = torch.cat([world["test"][:50], world["shift"][:20]])
+    a = fitted.score(world["model"], x, batch_size=256)
+    b = fitted.score(world["model"], x, batch_size=7)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_same_seed_same_scores(fitted: Detector, world: dict[str, Any]) -> None:
+    again = fit(fitted.name, world)
+    x = world["test"][:64]
+    torch.testing.assert_close(fitted.score(world["model"], x), again.score(world["model"], x))
+
+
+def test_save_load_identical(fitted: Detector, world: dict[str, Any], tmp_path) -> None:
+    model = world["model"]
+    fitted.calibrate(model, world["val"])
+    fitted.save(tmp_path / "det")
+    loaded = Detector.load(tmp_path / "det")
+    assert type(loaded) is type(fitted) and loaded.get_params() == fitted.get_params()
+    x = torch.cat([world["test"][:50], world["shift"][:20]])
+    torch.testing.assert_close(loaded.score(model, x), fitted.score(model, x))
+    assert torch.equal(loaded.predict(model, x), fitted.predict(model, x))
+
+
+def test_calibration_accepts_about_tpr(fitted: Detector, world: dict[str, Any]) -> None:
+    model = world["model"]
+    fitted.calibrate(model, world["val"], tpr=0.9)
+    accepted = 1 - fitted.predict(model, world["val"]).float().mean().item()
+    assert accepted >= 0.9 - 1e-9
+
+
+def test_model_untouched(world: dict[str, Any]) -> None:
+    model = world["model"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [p.requires_grad for p in model.parameters()]
+    for name in list_detectors():
+        model.train()
+        det = fit(name, world)
+        det.score(model, world["test"][:20])
+        assert model.training, f"{name} left the model in eval mode"
+        model.eval()
+        det.score(model, world["test"][:20])
+        assert not model.training, f"{name} left the model in train mode"
+        assert [p.requires_grad for p in model.parameters()] == grads, name
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, before[k]), f"{name} changed {k}"
+        assert all(not m._forward_hooks for m in model.modules()), f"{name} left a hook"
+
+
+@pytest.mark.parametrize("name", list_detectors())
+def test_unfitted_use_raises(name: str, world: dict[str, Any]) -> None:
+    det = create_detector(name, **CONTRACT_PARAMS.get(name, {}))
+    with pytest.raises(NotFittedError):
+        det.score(world["model"], world["test"][:4])
+    with pytest.raises(NotFittedError):
+        det.predict(world["model"], world["test"][:4])
+
+
+def test_predict_needs_calibration(world: dict[str, Any]) -> None:
+    det = fit("uniform", world)
+    with pytest.raises(NotFittedError, match="calibrate"):
+        det.predict(world["model"], world["test"][:4])
+
+
+BAD_INPUTS = {
+    "nan": lambda x: x.index_fill(0, torch.tensor([0]), float("nan")),
+    "inf": lambda x: torch.where(x > 0.5, torch.tensor(float("inf")), x),
+    "3d": lambda x: x[:, 0],
+    "channels": lambda x: x.repeat(1, 3, 1, 1),
+    "size": lambda x: x[:, :, :10, :10],
+    "above one": lambda x: x * 2 + 0.5,
+    "below zero": lambda x: x - 0.5,
+    "empty": lambda x: x[:0],
+    "uint8": lambda x: (x * 255).to(torch.uint8),
+    "numpy": lambda x: x.numpy(),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_raises_clear_error(case: str, world: dict[str, Any]) -> None:
+    det = _uniform(world)
+    with pytest.raises(InvalidInputError):
+        det.score(world["model"], BAD_INPUTS[case](world["test"][:8].clone()))
+
+
+_CACHE: dict[str, Detector] = {}
+
+
+def _uniform(world: dict[str, Any]) -> Detector:
+    if "uniform" not in _CACHE:
+        _CACHE["uniform"] = fit("uniform", world)
+    return _CACHE["uniform"]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["json-garbage", "json-wrong-format", "tensors-modified", "tensors-pickle", "missing-tensors"],
+)
+def test_tampered_files_raise_format_error(damage: str, world: dict[str, Any], tmp_path) -> None:
+    import pickle
+
+    folder = _uniform(world).save(tmp_path / "det")
+    js, st = folder / "detector.json", folder / "state.safetensors"
+    if damage == "json-garbage":
+        js.write_text("{not json")
+    elif damage == "json-wrong-format":
+        js.write_text('{"format": "something-else"}')
+    elif damage == "tensors-modified":
+        data = bytearray(st.read_bytes())
+        data[-1] ^= 0xFF
+        st.write_bytes(bytes(data))
+    elif damage == "tensors-pickle":
+        st.write_bytes(pickle.dumps({"evil": 1}))
+    else:
+        st.unlink()
+    with pytest.raises(FormatError):
+        Detector.load(folder)
