@@ -7,7 +7,7 @@ converted one batch at a time, so nothing holds a float copy of a whole data set
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,7 +169,7 @@ class Source:
     sizes: dict[str, int] = field(default_factory=dict)
     # Per split: alternative sets of files (relative to the data directory); the split loads
     # without a download when every file of one alternative is present.
-    files: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
+    files: Mapping[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
 
     def files_present(self, split: str, data_dir: str | Path | None = None) -> bool | None:
         """Whether `split` can load from `data_dir` as it is: True/False, None when unknown.

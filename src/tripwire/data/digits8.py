@@ -64,13 +64,13 @@ def upscale_to_mnist(x: torch.Tensor) -> torch.Tensor:
 
 def _load8(split: str, data_dir: Path) -> ImageSet:
     x, y = digits8_arrays(split)
-    info = {"source": "sklearn.datasets.load_digits", "split_seed": SPLIT_SEED}
+    info: dict[str, object] = {"source": "sklearn.datasets.load_digits", "split_seed": SPLIT_SEED}
     return ImageSet(f"digits8-{split}", x, y, info)
 
 
 def _load28(split: str, data_dir: Path) -> ImageSet:
     x, y = digits8_arrays(split)
-    info = {
+    info: dict[str, object] = {
         "source": "sklearn.datasets.load_digits",
         "split_seed": SPLIT_SEED,
         "resize": "8×8 → 20×20 bilinear, centred in 28×28",

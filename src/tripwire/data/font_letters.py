@@ -113,7 +113,7 @@ def _loader(letters: str, tag: str):
     def load(split: str, data_dir: Path) -> ImageSet:
         seed = SPLIT_SEEDS[split]
         x, y = render_letters(letters, PER_LETTER, seed)
-        info = {
+        info: dict[str, object] = {
             "source": "rendered from matplotlib's bundled fonts",
             "letters": letters,
             "seed": seed,

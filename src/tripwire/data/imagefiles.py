@@ -50,7 +50,7 @@ def decode(data: bytes | Path, origin: str, mode: str | None = None) -> Image.Im
     `mode` is a Pillow mode, "L" (grey) or "RGB"; 16-bit and float images are scaled to 8 bits.
     """
     try:
-        img = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+        img: Image.Image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
         img.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{origin}: not a readable image ({e})") from None

@@ -3,6 +3,7 @@ standard IDX files in `<data dir>/mnist/`, downloaded from the canonical mirrors
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -51,7 +52,7 @@ def load_idx_pair(
 
 
 def idx_files(
-    folder: str, files: dict[str, tuple[tuple[str, str], ...]]
+    folder: str, files: Mapping[str, tuple[tuple[str, str], ...]]
 ) -> dict[str, tuple[tuple[str, ...], ...]]:
     """`Source.files` for gzipped IDX files (each may also be present un-gzipped)."""
     return {

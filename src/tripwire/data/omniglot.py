@@ -71,7 +71,7 @@ def _loader(inverted: bool):
             x = 255 - x
         variant = "inverted (white on black)" if inverted else "as distributed (black on white)"
         name = f"omniglot{'-inverted' if inverted else ''}-{split}"
-        info = {
+        info: dict[str, object] = {
             "source": "Omniglot",
             "file": str(path),
             "variant": variant,

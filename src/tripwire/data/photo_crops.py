@@ -98,7 +98,7 @@ def _loader(size: int, channels: int, tag: str):
         x, which = crop_photos(N_PER_SPLIT, seed, size, channels)
         t = torch.from_numpy(x)
         t = t.unsqueeze(1) if channels == 1 else t.permute(0, 3, 1, 2).contiguous()
-        info = {
+        info: dict[str, object] = {
             "source": "crops of scikit-image's bundled photographs",
             "seed": seed,
             "photos": list(PHOTOS),

@@ -63,7 +63,7 @@ def crop_offsets(
 def _load_resize(split: str, data_dir: Path) -> ImageSet:
     path = data_dir / FILE
     small = read_tiny_imagenet_test(path, (SIZE, SIZE))
-    info = {
+    info: dict[str, object] = {
         "source": "Tiny ImageNet test set (rebuild of ODIN's TinyImageNet (resize))",
         "file": str(path),
         "resize": f"64×64 → 32×32, {RESAMPLE_NAME}",
@@ -78,7 +78,7 @@ def _load_crop(split: str, data_dir: Path) -> ImageSet:
     n, h, w = full.shape[:3]
     offsets = crop_offsets(n, h, w)
     crops = np.stack([full[i, t : t + SIZE, u : u + SIZE] for i, (t, u) in enumerate(offsets)])
-    info = {
+    info: dict[str, object] = {
         "source": "Tiny ImageNet test set (rebuild of ODIN's TinyImageNet (crop))",
         "file": str(path),
         "crop_seed": CROP_SEED,
