@@ -161,6 +161,7 @@ def test_mnist_missing_files_error_names_files_and_folder(tmp_path: Path) -> Non
         load_source("mnist", "test", tmp_path)
     msg = str(e.value)
     assert "t10k-images-idx3-ubyte.gz" in msg and str(tmp_path / "mnist") in msg
+    assert "t10k-labels-idx1-ubyte.gz" in msg
     assert "TRIPWIRE_OFFLINE" in msg
 
 

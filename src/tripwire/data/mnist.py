@@ -38,8 +38,13 @@ def load_idx_pair(
 ) -> ImageSet:
     """Load an (images, labels) pair of IDX files into an ImageSet of N×1×H×W uint8 images."""
     (img_file, img_md5), (lbl_file, lbl_md5) = files
-    images = read_idx(fetch(folder, img_file, img_md5, mirrors, dataset))
-    labels = read_idx(fetch(folder, lbl_file, lbl_md5, mirrors, dataset))
+    try:
+        img_path = fetch(folder, img_file, img_md5, mirrors, dataset)
+        lbl_path = fetch(folder, lbl_file, lbl_md5, mirrors, dataset)
+    except DataError as e:
+        raise DataError(f"{e}\n{name} needs both {img_file} and {lbl_file} in {folder}.") from None
+    images = read_idx(img_path)
+    labels = read_idx(lbl_path)
     if images.ndim != 3 or images.dtype != "uint8":
         raise DataError(f"{folder / img_file}: expected N×H×W uint8 images, got {images.shape}")
     if labels.shape != (images.shape[0],):
