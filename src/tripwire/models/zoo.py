@@ -7,11 +7,13 @@ training time, date). Loading reads safetensors only and checks the weights agai
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,9 +84,12 @@ class Recipe:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     paper_accuracy: float | None = None
 
-    def build(self) -> nn.Module:
-        """A freshly initialised model (initialisation draws from the global generator)."""
-        return self.builder(num_classes=self.num_classes, **self.model_kwargs)
+    def build(self, seed: int = 0) -> nn.Module:
+        """A freshly initialised model; the initialisation follows `seed` (drawn inside
+        ``torch.random.fork_rng``, so the caller's global random state is left untouched)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.builder(num_classes=self.num_classes, **self.model_kwargs)
 
     def hyperparameters(self, epochs: int | None = None) -> dict[str, Any]:
         """The recipe as JSON-ready values (what the card records and compares)."""
@@ -292,9 +297,7 @@ def train_model(
             f"{name}: expects images {recipe.input_shape}, source {recipe.source!r} gives "
             f"{train_set.image_shape}"
         )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = recipe.build()
+    model = recipe.build(seed)
     n_epochs = recipe.epochs if epochs is None else epochs
     logger.info("training %s (seed %d, %d epochs) on %s", name, seed, n_epochs, train_set.name)
     result = train_classifier(
@@ -311,9 +314,11 @@ def train_model(
     )
     accuracy = result.test_accuracy
     folder = model_dir(name, seed, cache_dir)
-    digest = save_weights(
-        model, folder / WEIGHTS_FILE, half=recipe.half_precision, metadata={"name": name}
-    )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CARD_FILE).unlink(missing_ok=True)  # no card ever describes other weights
+    tmp_weights = folder / f".{WEIGHTS_FILE}.{os.getpid()}.tmp"
+    digest = save_weights(model, tmp_weights, half=recipe.half_precision, metadata={"name": name})
+    os.replace(tmp_weights, folder / WEIGHTS_FILE)
     if recipe.half_precision:
         from tripwire.models.training import evaluate_accuracy
 
@@ -338,9 +343,30 @@ def train_model(
         "history": result.history,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    (folder / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    tmp_card = folder / f".{CARD_FILE}.{os.getpid()}.tmp"
+    tmp_card.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp_card, folder / CARD_FILE)  # the card last: it marks the model complete
     logger.info("stored %s (test accuracy %.4f) in %s", name, accuracy, folder)
     return model, card
+
+
+@contextlib.contextmanager
+def _training_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``<folder>.lock`` (POSIX), so that concurrent processes asking for
+    the same untrained model train it once; the others wait and then load it."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, at worst the model is trained twice
+        yield
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(folder.name + ".lock"), "w") as handle:
+        logger.debug("waiting for the training lock of %s", folder)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def load_model(
@@ -384,10 +410,13 @@ def load_model(
                 f"{name} (seed {seed}) is not trained in {model_dir(name, seed, cache_dir)}; "
                 f"run `tripwire train {name} --seed {seed}`"
             )
-        model, _ = train_model(
-            name, seed=seed, data_dir=data_dir, cache_dir=cache_dir, progress=progress
-        )
-        return model
+        with _training_lock(model_dir(name, seed, cache_dir)):
+            card = read_card(name, seed, cache_dir)  # another process may have trained it
+            if card is None:
+                model, _ = train_model(
+                    name, seed=seed, data_dir=data_dir, cache_dir=cache_dir, progress=progress
+                )
+                return model
     if not recipe_matches(card):
         logger.warning("%s: the stored model was trained with another recipe than the zoo's", name)
     model = recipe.build()
