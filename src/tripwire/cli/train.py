@@ -88,8 +88,9 @@ def list_command(
 ) -> None:
     """Show every zoo model, whether it is trained in the cache and its recorded accuracy."""
     table = Table(title=f"tripwire model zoo (cache: {resolve_cache_dir(cache_dir)}, seed {seed})")
-    for col in ("name", "description", "data", "input", "trained", "test accuracy", "paper"):
-        table.add_column(col, overflow="fold")
+    for col in ("name", "data", "trained", "accuracy", "paper"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("model", overflow="fold")
     for name in list_models():
         recipe = get_recipe(name)
         try:
@@ -104,6 +105,6 @@ def list_command(
                 trained = f"[green]yes[/]{stale}"
                 accuracy = f"{card['test_accuracy']:.2%}"
         paper = "" if recipe.paper_accuracy is None else f"{recipe.paper_accuracy:.2%}"
-        shape = "×".join(str(d) for d in recipe.input_shape)
-        table.add_row(name, recipe.description, recipe.source, shape, trained, accuracy, paper)
+        data = f"{recipe.source} {'×'.join(str(d) for d in recipe.input_shape)}"
+        table.add_row(name, data, trained, accuracy, paper, recipe.description)
     Console().print(table)

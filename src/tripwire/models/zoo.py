@@ -138,7 +138,7 @@ def list_models() -> list[str]:
 register_recipe(
     Recipe(
         name="lenet-mnist",
-        description="LeNet-5 on MNIST (paper: 99.20 %)",
+        description="LeNet-5: 2 conv + 3 fc",
         builder=LeNet5,
         source="mnist",
         input_shape=(1, 28, 28),
@@ -153,7 +153,7 @@ register_recipe(
 register_recipe(
     Recipe(
         name="cnn-digits8",
-        description="small CNN on scikit-learn's 8×8 digits (the demo's default)",
+        description="small CNN: 2 conv + 2 fc (demo default)",
         builder=SmallCNN,
         source="digits8",
         input_shape=(1, 8, 8),
@@ -167,7 +167,7 @@ register_recipe(
 register_recipe(
     Recipe(
         name="resnet-cifar10",
-        description="ResNet-44 on CIFAR-10 (paper: 91.65 %)",
+        description="CIFAR ResNet-44",
         builder=ResNetCifar,
         model_kwargs={"depth": 44},
         source="cifar10",
@@ -185,7 +185,7 @@ register_recipe(
 register_recipe(
     Recipe(
         name="vgg16-cifar10",
-        description="VGG-16 (BatchNorm) on CIFAR-10 (paper: 93.47 %)",
+        description="VGG-16 with BatchNorm",
         builder=VGG16Cifar,
         source="cifar10",
         input_shape=(3, 32, 32),
