@@ -161,6 +161,25 @@ def test_train_classifier_is_seeded_and_leaves_global_rng_alone() -> None:
     assert weights_digest(other) != digests[0]
 
 
+def test_training_resumes_from_a_checkpoint_to_the_same_weights(tmp_path: Path) -> None:
+    train, test = _tiny_sets()
+    kwargs = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "seed": 2, "progress": False}
+    straight = _seeded(lambda: SmallCNN(dropout=0.2))
+    full = train_classifier(straight, train, test, **kwargs)
+    ckpt = tmp_path / "ckpt"
+    first = _seeded(lambda: SmallCNN(dropout=0.2))
+    part = train_classifier(first, train, test, checkpoint=ckpt, stop_after_epochs=1, **kwargs)
+    assert not part.finished and len(part.history) == 1
+    assert (ckpt / "state.json").is_file()
+    second = _seeded(lambda: SmallCNN(dropout=0.2), seed=99)  # other init: the checkpoint wins
+    rest = train_classifier(second, train, test, checkpoint=ckpt, **kwargs)
+    assert rest.finished and [h["epoch"] for h in rest.history] == [1, 2, 3]
+    assert weights_digest(second) == weights_digest(straight)
+    assert rest.test_accuracy == full.test_accuracy
+    with pytest.raises(ModelMismatchError, match="another training run"):
+        train_classifier(SmallCNN(), train, test, checkpoint=ckpt, **{**kwargs, "lr": 1e-3})
+
+
 # weights_digest (models/digest.py, not this module's) cannot digest 0-dim buffers such as
 # BatchNorm's num_batches_tracked: `t.view(torch.uint8)` needs `t.reshape(-1).view(...)`.
 DIGEST_0DIM_BUG = pytest.mark.xfail(

@@ -11,6 +11,7 @@ from rich.table import Table
 from tripwire.cli import app
 from tripwire.errors import FormatError
 from tripwire.models.zoo import (
+    CHECKPOINT_DIR,
     get_recipe,
     list_models,
     model_dir,
@@ -43,7 +44,9 @@ def train_command(
     seed: int = typer.Option(0, "--seed", help="Training seed (also names the stored copy)."),
     data_dir: Path | None = _DATA_DIR,
     cache_dir: Path | None = _CACHE_DIR,
-    force: bool = typer.Option(False, "--force", help="Retrain even if the cache holds the model."),
+    force: bool = typer.Option(
+        False, "--force", help="Retrain from scratch even if the cache holds the model."
+    ),
 ) -> None:
     """Train a zoo model with its fixed recipe and seed; store weights (safetensors) + card."""
     console = Console()
@@ -57,9 +60,11 @@ def train_command(
         )
         return
     console.print(
-        f"training [bold]{name}[/] ({recipe.description}), seed {seed}, "
+        f"training [bold]{name}[/] ({recipe.description}) on {recipe.source}, seed {seed}, "
         f"{epochs or recipe.epochs} epochs"
     )
+    if not force and (folder / CHECKPOINT_DIR / "state.json").is_file():
+        console.print(f"resuming the interrupted run from {folder / CHECKPOINT_DIR}")
     _, card = train_model(
         name,
         seed=seed,
@@ -67,6 +72,7 @@ def train_command(
         data_dir=data_dir,
         cache_dir=cache_dir,
         progress=progress_enabled(),
+        resume=not force,
     )
     for row in card["history"]:
         console.print(

@@ -7,6 +7,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +15,7 @@ from torch import nn
 
 from tripwire.data.base import ImageSet
 from tripwire.errors import DataError
+from tripwire.models.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from tripwire.progress import track
 
 logger = logging.getLogger(__name__)
@@ -27,12 +29,14 @@ class TrainResult:
         test_accuracy: fraction of `test_set` classified correctly after the last epoch.
         history: one dict per epoch: ``epoch``, ``train_loss`` (mean), ``train_accuracy``,
             ``test_accuracy``, ``lr`` (at the epoch's end), ``seconds`` (cumulative).
-        seconds: wall-clock training time, evaluation included.
+        seconds: wall-clock training time, evaluation included (summed over resumed runs).
+        finished: False when `stop_after_epochs` ended the call before the last epoch.
     """
 
     test_accuracy: float
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    finished: bool = True
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -95,6 +99,8 @@ def train_classifier(
     augment_shift: int = 2,
     weight_decay: float = 0.0,
     progress: bool = True,
+    checkpoint: str | Path | None = None,
+    stop_after_epochs: int | None = None,
 ) -> TrainResult:
     """Train `model` in place with cross-entropy, Adam and a one-cycle learning rate.
 
@@ -113,6 +119,11 @@ def train_classifier(
         augment_shift: maximum random shift in pixels.
         weight_decay: Adam's L2 penalty.
         progress: show a progress bar per epoch (when progress bars are enabled).
+        checkpoint: a folder for the training state after each epoch; when it already holds a
+            checkpoint of the same run (same hyper-parameters and data size), training resumes
+            there and ends with the same weights as an uninterrupted run.
+        stop_after_epochs: return after this many epochs of this call (to split a long run
+            over several sessions; needs `checkpoint`).
 
     Returns:
         The final test accuracy, the per-epoch history and the wall-clock seconds.
@@ -139,12 +150,39 @@ def train_classifier(
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch
     )
+    config = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "augment_shift": augment_shift,
+        "weight_decay": weight_decay,
+        "n_train": len(train_set),
+    }
+    if stop_after_epochs is not None and checkpoint is None:
+        raise ValueError("stop_after_epochs needs a checkpoint folder to resume from")
     history: list[dict[str, float]] = []
-    start = time.perf_counter()
+    start, offset, first_epoch = time.perf_counter(), 0.0, 1
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
-        for epoch in range(1, epochs + 1):
+        if checkpoint is not None:
+            resumed = load_checkpoint(
+                checkpoint,
+                model=model,
+                optimizer=optimizer,
+                scheduler=schedule,
+                generator=generator,
+                config=config,
+            )
+            if resumed is not None:
+                history, offset, first_epoch = resumed.history, resumed.seconds, resumed.epoch + 1
+                logger.info("resuming from %s after epoch %d", checkpoint, resumed.epoch)
+        for epoch in range(first_epoch, epochs + 1):
+            if stop_after_epochs is not None and epoch - first_epoch >= stop_after_epochs:
+                model.eval()
+                accuracy = history[-1]["test_accuracy"] if history else float("nan")
+                return TrainResult(accuracy, history, offset + time.perf_counter() - start, False)
             model.train()
             order = torch.randperm(len(train_set), generator=generator)
             batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -170,7 +208,7 @@ def train_classifier(
                     "train_accuracy": correct / len(train_set),
                     "test_accuracy": test_accuracy,
                     "lr": optimizer.param_groups[0]["lr"],
-                    "seconds": time.perf_counter() - start,
+                    "seconds": offset + time.perf_counter() - start,
                 }
             )
             logger.info(
@@ -180,5 +218,15 @@ def train_classifier(
                 history[-1]["train_loss"],
                 test_accuracy,
             )
+            if checkpoint is not None:
+                save_checkpoint(
+                    checkpoint,
+                    model=model,
+                    optimizer=optimizer,
+                    scheduler=schedule,
+                    generator=generator,
+                    state=TrainingState(epoch, history, history[-1]["seconds"], config),
+                )
     model.eval()
-    return TrainResult(history[-1]["test_accuracy"], history, time.perf_counter() - start)
+    seconds = offset + time.perf_counter() - start
+    return TrainResult(history[-1]["test_accuracy"], history, seconds)

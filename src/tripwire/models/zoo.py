@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 CARD_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "card.json"
+CHECKPOINT_DIR = "checkpoint"
 
 
 class UnknownModelError(TripwireError, KeyError):
@@ -267,11 +269,14 @@ def train_model(
     data_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    resume: bool = True,
 ) -> tuple[nn.Module, dict]:
     """Train zoo model `name` with its recipe and store weights + card in the cache.
 
     Overwrites a model stored under the same name and seed. Initialisation, shuffling,
     augmentation and dropout all follow `seed` (the global random state is left untouched).
+    The training state is checkpointed after every epoch in ``<model dir>/checkpoint/``; an
+    interrupted run resumes there when called again (and the checkpoint is removed at the end).
 
     Args:
         name: a zoo name (see `list_models`).
@@ -280,6 +285,7 @@ def train_model(
         data_dir: where the training data lives (default: `tripwire.paths.data_dir()`).
         cache_dir: where to store the model (default: `tripwire.paths.cache_dir()`).
         progress: show progress bars.
+        resume: continue an interrupted run from its checkpoint (False: start afresh).
 
     Returns:
         The trained model in eval mode, and its card.
@@ -299,6 +305,10 @@ def train_model(
         )
     model = recipe.build(seed)
     n_epochs = recipe.epochs if epochs is None else epochs
+    folder = model_dir(name, seed, cache_dir)
+    checkpoint = folder / CHECKPOINT_DIR
+    if not resume and checkpoint.exists():
+        shutil.rmtree(checkpoint)
     logger.info("training %s (seed %d, %d epochs) on %s", name, seed, n_epochs, train_set.name)
     result = train_classifier(
         model,
@@ -311,9 +321,9 @@ def train_model(
         augment_shift=recipe.augment_shift,
         weight_decay=recipe.weight_decay,
         progress=progress,
+        checkpoint=checkpoint,
     )
     accuracy = result.test_accuracy
-    folder = model_dir(name, seed, cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CARD_FILE).unlink(missing_ok=True)  # no card ever describes other weights
     tmp_weights = folder / f".{WEIGHTS_FILE}.{os.getpid()}.tmp"
@@ -346,6 +356,7 @@ def train_model(
     tmp_card = folder / f".{CARD_FILE}.{os.getpid()}.tmp"
     tmp_card.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp_card, folder / CARD_FILE)  # the card last: it marks the model complete
+    shutil.rmtree(checkpoint, ignore_errors=True)
     logger.info("stored %s (test accuracy %.4f) in %s", name, accuracy, folder)
     return model, card
 
