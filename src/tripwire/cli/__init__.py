@@ -47,3 +47,4 @@ def main() -> None:
 
 from tripwire.cli import data as _data  # noqa: E402, F401  (registers `tripwire data`)
 from tripwire.cli import train as _train  # noqa: E402, F401  (registers `tripwire train`, `tripwire models`)
+from tripwire.cli import anomalies as _anomalies  # noqa: E402, F401  (registers `tripwire anomalies`)

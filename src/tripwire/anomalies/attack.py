@@ -1,0 +1,149 @@
+"""What every white-box attack shares: filter to correctly classified inputs, draw the seeded
+randomness up front, perturb batch by batch on the model's device, and record the outcome.
+
+A subclass implements `_perturb(model, x, y, **extra)` for one batch (and `_draw` if it needs
+randomness: drawn once for all inputs from a `torch.Generator`, so the result does not depend on
+the batch size and no global random state is touched).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from tripwire.anomalies.base import (
+    AnomalySet,
+    BaseGenerator,
+    batch_slices,
+    check_images,
+    check_labels,
+    model_device,
+    model_guard,
+    outcome,
+    perturbation_norms,
+    predict_logits,
+)
+from tripwire.models.digest import weights_digest
+from tripwire.progress import track
+
+
+class Attack(BaseGenerator):
+    """Base class of the white-box attacks (untargeted unless `targeted`)."""
+
+    targeted: ClassVar[bool] = False
+
+    def generate(
+        self, model: nn.Module, x: torch.Tensor | None, y: torch.Tensor | None, *, seed: int = 0
+    ) -> AnomalySet:
+        """Attack the inputs of `x` that `model` classifies correctly (labels `y`).
+
+        Returns one entry per attacked input; `source_index` points into `x`.
+        """
+        if x is None:
+            from tripwire.errors import InvalidInputError
+
+            raise InvalidInputError(f"{self.name}: an attack needs inputs x and labels y")
+        x = check_images(x)
+        y = check_labels(y, len(x), self.name)
+        device = model_device(model)
+        with model_guard(model):
+            logits = predict_logits(model, x, self.batch_size)
+            num_classes = int(logits.shape[1])
+            idx = torch.nonzero(logits.argmax(1) == y).flatten()
+            xs, ys = x[idx], y[idx]
+            gen = torch.Generator().manual_seed(int(seed))
+            extra = self._draw(xs, ys, num_classes, gen) if len(idx) else {}
+            advs = []
+            slices = batch_slices(len(idx), self.batch_size)
+            for s in track(slices, f"{self.name} attack"):
+                kw = {k: v[s].to(device) for k, v in extra.items()}
+                xa = self._perturb(model, xs[s].to(device), ys[s].to(device), **kw)
+                advs.append(xa.detach().clamp_(0.0, 1.0).cpu())
+            x_adv = torch.cat(advs) if advs else xs.clone()
+            pred, conf, _ = outcome(model, x_adv, self.batch_size)
+        target = extra.get("target")
+        success = (pred == target) if target is not None else (pred != ys)
+        return AnomalySet(
+            kind=self.name,
+            images=x_adv,
+            success=success,
+            source_index=idx.to(torch.int64),
+            labels=ys,
+            predicted=pred,
+            confidence=conf,
+            norms=perturbation_norms(x_adv, xs),
+            params=dict(self.params),
+            seed=int(seed),
+            target=target,
+            model_digest=weights_digest(model),
+        )
+
+    def _draw(
+        self, x: torch.Tensor, y: torch.Tensor, num_classes: int, gen: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """Seeded per-input randomness (random starts, targets), one row per input."""
+        return {}
+
+    def _perturb(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **extra: Any
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def loss_gradient(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∇ₓ cross-entropy summed over the batch, logits) — per-input gradients, batch-independent."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
+    return grad, logits.detach()
+
+
+def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Clip x_adv into the L∞ ball of radius eps around x, then into [0, 1]."""
+    return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
+
+
+def project_l2(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Scale x_adv − x into the L2 ball of radius eps, then clip into [0, 1] (only shrinks it)."""
+    d = x_adv - x
+    norm = d.flatten(1).norm(dim=1).clamp_min(1e-12)
+    scale = (eps / norm).clamp(max=1.0).view(-1, *([1] * (x.ndim - 1)))
+    return (x + d * scale).clamp_(0.0, 1.0)
+
+
+def iterative_linf(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    start: torch.Tensor,
+    *,
+    eps: float,
+    step: float,
+    steps: int,
+    early_stop: bool,
+) -> torch.Tensor:
+    """Iterated signed-gradient ascent on the cross-entropy, projected on the L∞ ε-ball.
+
+    x_{t+1} = clip_{x,ε}(x_t + α · sign(∇ₓ CE(f(x_t), y))). With `early_stop`, an input is frozen
+    as soon as it is misclassified (BIM-a); otherwise every input takes all `steps` (BIM-b, PGD).
+    """
+    x_adv = start.clone()
+    active = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    for _ in range(steps):
+        ia = torch.nonzero(active).flatten()
+        if len(ia) == 0:
+            break
+        grad, logits = loss_gradient(model, x_adv[ia], y[ia])
+        if early_stop:
+            still = logits.argmax(1) == y[ia]
+            active[ia[~still]] = False
+            ia, grad = ia[still], grad[still]
+        x_adv[ia] = project_linf(x_adv[ia] + step * grad.sign(), x[ia], eps)
+    return x_adv
