@@ -1,7 +1,7 @@
 """Shared test fixtures: the data directory, MNIST, and a trained LeNet-5 from the model zoo.
 
 `lenet_mnist` is trained once per test session through the zoo into a session temporary cache
-(or reused from `$TRIPWIRE_CACHE` when a card with the same recipe is stored there).
+(or reused from the user's cache when a card with the same recipe is stored there).
 """
 
 from __future__ import annotations
@@ -40,15 +40,16 @@ def mnist_test(data_dir: Path):
 def lenet_mnist(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> nn.Module:
     """The zoo's LeNet-5 for MNIST (seed 0), in eval mode.
 
-    Reused from `$TRIPWIRE_CACHE` when a model trained with the zoo's current recipe is stored
-    there; otherwise trained once per session into a temporary cache.
+    Reused from the user's cache (`$TRIPWIRE_CACHE`, else ~/.cache/tripwire) when a model
+    trained with the zoo's current recipe is stored there (its weights digest is checked);
+    otherwise trained once per session into a temporary cache.
     """
     from tripwire.models.zoo import load_model, read_card, recipe_matches
+    from tripwire.paths import cache_dir
 
-    env_cache = os.environ.get("TRIPWIRE_CACHE")
-    if env_cache:
-        card = read_card("lenet-mnist", 0, env_cache)
-        if card is not None and recipe_matches(card):
-            return load_model("lenet-mnist", cache_dir=env_cache, train_if_missing=False)
+    user_cache = cache_dir()
+    card = read_card("lenet-mnist", 0, user_cache)
+    if card is not None and recipe_matches(card):
+        return load_model("lenet-mnist", cache_dir=user_cache, train_if_missing=False)
     cache = tmp_path_factory.mktemp("tripwire-cache")
     return load_model("lenet-mnist", data_dir=data_dir, cache_dir=cache, seed=0, progress=False)

@@ -160,7 +160,7 @@ register_recipe(
         source="digits8",
         input_shape=(1, 8, 8),
         num_classes=10,
-        epochs=30,
+        epochs=15,
         batch_size=64,
         lr=3e-3,
         augment_shift=1,
