@@ -24,6 +24,8 @@ from tripwire.models.zoo import (
     load_model,
     model_dir,
     read_card,
+    recipe_matches,
+    register_recipe,
     train_model,
 )
 
@@ -48,6 +50,8 @@ __all__ = [
     "model_dir",
     "model_info",
     "read_card",
+    "recipe_matches",
+    "register_recipe",
     "save_weights",
     "train_classifier",
     "train_model",
