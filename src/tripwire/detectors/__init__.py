@@ -3,7 +3,16 @@
 Importing this package registers every detector.
 """
 
-from tripwire.detectors import uniform  # noqa: F401  (registers)
+from tripwire.detectors import (  # noqa: F401  (registers)
+    elo,
+    energy,
+    kd_bu,
+    lid,
+    mahalanobis,
+    msp,
+    odin,
+    uniform,
+)
 from tripwire.detectors.base import Detector, check_images
 from tripwire.detectors.registry import (
     DEFAULT_DETECTOR,

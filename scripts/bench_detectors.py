@@ -1,0 +1,84 @@
+"""Scoring throughput of detectors relative to the bare forward pass, and peak memory of the fits.
+
+For each detector: fit on MNIST train (60k; KD+BU and LID also on FGSM of 5,000 training images),
+then time `score` over MNIST test (10k) and, right before it, the bare model forward over the same
+images (eval mode, no_grad, same batch size). The ratio forward_time / score_time is the
+"fraction of bare forward throughput" (≥ 0.5 required for non-gradient detectors). Times are the
+median of `--repeats` runs, forward and detector interleaved so CPU contention hits both alike.
+
+Usage:
+    TRIPWIRE_DATA=../shared/data .venv/bin/python scripts/bench_detectors.py \
+        msp energy mahalanobis elo kd_bu lid odin
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+
+import torch
+
+from tripwire.anomalies import get_generator
+from tripwire.data import load_source
+from tripwire.detectors import create_detector
+from tripwire.models.zoo import load_model
+
+
+def forward_time(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> float:
+    t = time.perf_counter()
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            model(x[start : start + batch_size])
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("detectors", nargs="+")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--fit-size", type=int, default=60_000)
+    args = parser.parse_args()
+
+    model = load_model("lenet-mnist", data_dir=args.data_dir).eval()
+    train = load_source("mnist", "train", args.data_dir)
+    train = train.take(args.fit_size, seed=0) if args.fit_size < len(train) else train
+    test = load_source("mnist", "test", args.data_dir).as_float()
+    fgsm = None
+    print(
+        f"{'detector':<12} {'fit s':>7} {'fwd s':>7} {'score s':>8} {'× fwd':>6} {'maxrss MB':>9}"
+    )
+    for name in args.detectors:
+        det = create_detector(name)
+        anomalies = None
+        if det.needs_anomalies:
+            if fgsm is None:
+                sub = train.take(5000, seed=1)
+                fgsm = (
+                    get_generator("fgsm", eps=0.3)
+                    .generate(model, sub.as_float(), sub.require_labels(), seed=0)
+                    .images
+                )
+            anomalies = fgsm
+        t = time.perf_counter()
+        det.fit(model, train, anomalies=anomalies)
+        fit_s = time.perf_counter() - t
+        fwd, score = [], []
+        for _ in range(args.repeats):
+            fwd.append(forward_time(model, test, args.batch_size))
+            t = time.perf_counter()
+            det.score(model, test, batch_size=args.batch_size)
+            score.append(time.perf_counter() - t)
+        f, s = statistics.median(fwd), statistics.median(score)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        grad = " (gradient)" if det.needs_gradients or getattr(det, "epsilon_", 0) else ""
+        print(
+            f"{name:<12} {fit_s:7.1f} {f:7.2f} {s:8.2f} {f / s:6.2f} {rss:9.0f}{grad}", flush=True
+        )
+
+
+if __name__ == "__main__":
+    main()

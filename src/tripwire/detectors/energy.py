@@ -1,0 +1,52 @@
+"""Energy score — Liu, Wang, Owens & Li, "Energy-based Out-of-distribution Detection" (NeurIPS
+2020):
+
+    E(x; T) = −T · log Σ_c exp(f_c(x) / T)
+
+ID inputs get low (very negative) energy, so E itself is the anomaly score (higher = more
+anomalous). T = 1 as in the paper. Nothing is learned. Not one of Zhao et al.'s baselines; cheap
+and expected by users.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tripwire.data.base import ImageSet
+from tripwire.detectors.base import Detector
+from tripwire.detectors.registry import register_detector
+
+
+def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """−T · logsumexp(logits / T) per row, in float64."""
+    return -temperature * torch.logsumexp(logits.double() / temperature, dim=1)
+
+
+@register_detector
+class EnergyDetector(Detector):
+    """Free energy −T·logsumexp(f(x)/T) of the logits (Liu et al. 2020).
+
+    Args:
+        temperature: T (paper: 1).
+
+    Example:
+        >>> det = EnergyDetector().fit(model, mnist_train)             # doctest: +SKIP
+        >>> det.score(model, x)                                        # doctest: +SKIP
+    """
+
+    name = "energy"
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        self.temperature = temperature
+
+    def _validate_params(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+
+    def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
+        pass
+
+    def _score_batch(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(x)
+        return energy(logits, self.temperature), logits.argmax(dim=1)
