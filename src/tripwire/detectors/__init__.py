@@ -13,6 +13,7 @@ from tripwire.detectors import (  # noqa: F401  (registers)
     odin,
     uniform,
 )
+from tripwire.detectors import daain  # noqa: F401  (registers)
 from tripwire.detectors.base import Detector, check_images
 from tripwire.detectors.registry import (
     DEFAULT_DETECTOR,
