@@ -1,0 +1,40 @@
+"""Segmentation: a synthetic MNIST-canvas data set, a small U-Net, anomalies for segmentation
+inputs and DAAIN's per-pixel anomaly maps (the setting of von Baußnern et al.'s DAAIN).
+
+Example:
+    >>> from tripwire.segmentation import load_canvas, train_segmenter   # doctest: +SKIP
+    >>> train = load_canvas("train", n=4000)                              # doctest: +SKIP
+    >>> net = train_segmenter(train)                                      # doctest: +SKIP
+"""
+
+from tripwire.segmentation.anomalies import (
+    attack_segmentation,
+    gaussian_noise,
+    paste_patches,
+    uniform_noise,
+)
+from tripwire.segmentation.canvas import (
+    BACKGROUND,
+    NUM_CLASSES,
+    SegmentationSet,
+    load_canvas,
+    make_canvas_set,
+)
+from tripwire.segmentation.model import TinyUNet, segmentation_metrics, train_segmenter
+from tripwire.segmentation.scoring import anomaly_map
+
+__all__ = [
+    "BACKGROUND",
+    "NUM_CLASSES",
+    "SegmentationSet",
+    "TinyUNet",
+    "anomaly_map",
+    "attack_segmentation",
+    "gaussian_noise",
+    "load_canvas",
+    "make_canvas_set",
+    "paste_patches",
+    "segmentation_metrics",
+    "train_segmenter",
+    "uniform_noise",
+]

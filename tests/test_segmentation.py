@@ -1,0 +1,115 @@
+"""The MNIST-canvas segmentation set, TinyUNet, segmentation anomalies and DAAIN on a segmenter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from tripwire import metrics
+from tripwire.data.base import DataError
+from tripwire.detectors.daain import DaainDetector
+from tripwire.errors import InvalidInputError
+from tripwire.segmentation import (
+    BACKGROUND,
+    TinyUNet,
+    anomaly_map,
+    attack_segmentation,
+    gaussian_noise,
+    make_canvas_set,
+    paste_patches,
+    segmentation_metrics,
+    train_segmenter,
+    uniform_noise,
+)
+
+
+def fake_digits(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stand-ins for MNIST digits: class c is a bar at angle c·18°, white on black, 12×12."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    ii, jj = torch.meshgrid(torch.arange(12.0) - 5.5, torch.arange(12.0) - 5.5, indexing="ij")
+    theta = labels.float().view(-1, 1, 1) * torch.pi / 10
+    dist = (ii * torch.cos(theta) - jj * torch.sin(theta)).abs()
+    img = (1.0 - dist / 1.5).clamp(0, 1) * (ii**2 + jj**2 < 30).float()
+    return img.unsqueeze(1), labels
+
+
+def test_canvas_masks_follow_the_digits() -> None:
+    digits, labels = fake_digits(30, seed=0)
+    s = make_canvas_set(digits, labels, n=20, size=32, max_digits=2, threshold=0.3, seed=1)
+    assert s.images.shape == (20, 1, 32, 32) and s.masks.shape == (20, 32, 32)
+    assert float(s.images.min()) >= 0 and float(s.images.max()) <= 1
+    fg = s.masks != BACKGROUND
+    # Foreground exactly where some digit is bright; every image has at least one digit.
+    assert torch.equal(fg, s.images[:, 0] >= 0.3)
+    assert bool(fg.flatten(1).any(1).all())
+    again = make_canvas_set(digits, labels, n=20, size=32, max_digits=2, threshold=0.3, seed=1)
+    assert torch.equal(again.masks, s.masks)
+    with pytest.raises(DataError):
+        make_canvas_set(digits, labels, n=2, size=8)
+
+
+def test_paste_patches_stays_in_range_and_only_adds() -> None:
+    x = torch.rand(6, 1, 32, 32) * 0.5
+    out = paste_patches(x, torch.ones(3, 1, 8, 8), max_patches=2, seed=0)
+    changed = (out != x).flatten(1).sum(1)
+    assert bool((changed > 0).all()) and bool((changed <= 2 * 64).all())
+    assert bool((out >= x).all()) and float(out.max()) <= 1
+    with pytest.raises(InvalidInputError):
+        paste_patches(x, torch.ones(3, 3, 8, 8))
+
+
+def test_noise_shapes_and_range() -> None:
+    for img in (gaussian_noise((3, 1, 8, 8), seed=0), uniform_noise((3, 1, 8, 8), seed=0)):
+        assert img.shape == (3, 1, 8, 8) and float(img.min()) >= 0 and float(img.max()) <= 1
+
+
+@pytest.fixture(scope="module")
+def seg_world() -> dict[str, Any]:
+    digits, labels = fake_digits(200, seed=0)
+    train = make_canvas_set(digits, labels, n=240, size=32, max_digits=2, seed=1)
+    test = make_canvas_set(digits, labels, n=60, size=32, max_digits=2, seed=2)
+    model = train_segmenter(train, epochs=4, batch_size=32, lr=1e-2, width=4, seed=0)
+    return {"model": model, "train": train, "test": test}
+
+
+def test_segmenter_learns(seg_world: dict[str, Any]) -> None:
+    q = segmentation_metrics(seg_world["model"], seg_world["test"])
+    assert q["pixel_accuracy"] > 0.9
+    assert TinyUNet(width=4)(torch.rand(2, 1, 32, 32)).shape == (2, 11, 32, 32)
+
+
+def test_attacks_stay_in_the_ball_and_raise_the_loss(seg_world: dict[str, Any]) -> None:
+    model, test = seg_world["model"], seg_world["test"]
+    x, y = test.images[:16], test.masks[:16]
+    before = [p.requires_grad for p in model.parameters()]
+    for kind in ("fgsm", "pgd"):
+        adv = attack_segmentation(model, x, y, kind=kind, eps=0.1, steps=5)
+        assert float((adv - x).abs().max()) <= 0.1 + 1e-6
+        assert float(adv.min()) >= 0 and float(adv.max()) <= 1
+        with torch.no_grad():
+            assert float(F.cross_entropy(model(adv), y)) > float(F.cross_entropy(model(x), y))
+    assert [p.requires_grad for p in model.parameters()] == before
+
+
+def test_daain_on_a_segmenter(seg_world: dict[str, Any]) -> None:
+    model, test = seg_world["model"], seg_world["test"]
+    det = DaainDetector(key="seg", n_points=96, hidden=32, epochs=10, n_blocks=2)
+    det.fit(model, seg_world["train"].as_image_set())
+    assert det.num_classes_ == 11
+    x = test.images
+    scores, predicted = det.score_and_predict(model, x)
+    assert scores.shape == (60,) and bool(((predicted >= 0) & (predicted <= 10)).all())
+    noise = uniform_noise(tuple(x.shape), seed=3)
+    assert metrics.auroc(scores, det.score(model, noise)) > 0.9
+    # Per-pixel map: where a bright square was pasted, the map is higher than elsewhere.
+    pasted = x.clone()
+    pasted[:, :, :12, :12] = 1.0
+    amap = anomaly_map(det, model, pasted, cell=4)
+    assert amap.shape == (60, 32, 32)
+    inside = amap[:, :12, :12].mean(dim=(1, 2))
+    outside = amap[:, 16:, 16:].mean(dim=(1, 2))
+    assert float((inside > outside).float().mean()) > 0.8
