@@ -21,6 +21,7 @@ from tripwire.errors import FormatError, InvalidInputError, NotFittedError
 # Hyper-parameters that suit the tiny world (a detector not listed uses its defaults).
 CONTRACT_PARAMS: dict[str, dict[str, Any]] = {
     "uniform": {"layer": "auto"},
+    "daain": {"key": "contract-test-key", "n_points": 96, "hidden": 32, "epochs": 20},
     "odin": {"validation_size": 200, "epsilons": (0.0, 0.001, 0.005)},
     "kd_bu": {"mc_passes": 10},
 }
