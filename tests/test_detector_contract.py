@@ -1,8 +1,8 @@
 """The contract every registered detector keeps, run against the whole registry.
 
-A tiny seeded world keeps it fast: three classes of 1×12×12 images (a bright blob in one of three
-places, plus noise), a small CNN trained on them in a second, and a shift (uniform noise) that any
-detector worth registering separates from ID data.
+A tiny seeded world keeps it fast (`tiny_world`: three classes of 1×12×12 blob images and a small
+CNN trained on them in a second) and a shift (uniform noise) that any detector worth registering
+separates from ID data.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 import torch
-from torch import nn
 
+from tiny_world import SHAPE, make_world, trained_world
 from tripwire import metrics
-from tripwire.data.base import ImageSet
 from tripwire.detectors import Detector, create_detector, list_detectors
 from tripwire.errors import FormatError, InvalidInputError, NotFittedError
 
@@ -24,72 +23,30 @@ CONTRACT_PARAMS: dict[str, dict[str, Any]] = {
     "daain": {"key": "contract-test-key", "n_points": 96, "hidden": 32, "epochs": 20},
     "odin": {"validation_size": 200, "epsilons": (0.0, 0.001, 0.005)},
     "kd_bu": {"mc_passes": 10},
+    # Uniform noise gives *more peaked* response maps than the blobs: test both tails, with
+    # windows large enough for 12×12 maps.
+    "feature-response": {"window": 7, "direction": "two-sided"},
+    "fingerprints": {"n_candidates": 500},
 }
-
-SHAPE = (1, 12, 12)
-CENTRES = ((3, 3), (3, 8), (8, 5))
-
-
-def make_world(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """n images of 3 classes: a Gaussian blob at the class's centre plus noise, in [0, 1]."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 3, (n,), generator=g)
-    ii, jj = torch.meshgrid(torch.arange(12.0), torch.arange(12.0), indexing="ij")
-    centres = torch.tensor(CENTRES, dtype=torch.float32)[y]
-    ci = centres[:, 0].view(-1, 1, 1) + torch.randn(n, 1, 1, generator=g) * 0.5
-    cj = centres[:, 1].view(-1, 1, 1) + torch.randn(n, 1, 1, generator=g) * 0.5
-    blob = torch.exp(-((ii - ci) ** 2 + (jj - cj) ** 2) / 4.0)
-    x = (0.8 * blob + 0.1 * torch.rand(n, 12, 12, generator=g)).clamp(0, 1)
-    return x.unsqueeze(1), y
-
-
-class TinyNet(nn.Module):
-    """conv → relu → pool → conv → relu → fc → dropout → fc (dropout for MC-dropout detectors)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
-        self.relu1 = nn.ReLU()
-        self.pool1 = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(4, 8, 3, padding=1)
-        self.relu2 = nn.ReLU()
-        self.flatten = nn.Flatten()
-        self.fc1 = nn.Linear(8 * 6 * 6, 16)
-        self.relu3 = nn.ReLU()
-        self.drop = nn.Dropout(0.2)
-        self.fc2 = nn.Linear(16, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.pool1(self.relu1(self.conv1(x)))
-        h = self.flatten(self.relu2(self.conv2(h)))
-        return self.fc2(self.drop(self.relu3(self.fc1(h))))
 
 
 @pytest.fixture(scope="module")
 def world() -> dict[str, Any]:
-    torch.manual_seed(0)
-    x, y = make_world(900, seed=1)
-    model = TinyNet()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(60):
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    model, train, val = trained_world()
     x_test, y_test = make_world(300, seed=2)
-    g = torch.Generator().manual_seed(3)
     accuracy = (model(x_test).argmax(1) == y_test).float().mean().item()
     assert accuracy > 0.95, accuracy
+    g = torch.Generator().manual_seed(3)
+    x = train.as_float()
     sign = torch.randint(0, 2, x.shape, generator=g) * 2 - 1
     return {
         "model": model,
-        "train": ImageSet("world-train", x[:700], y[:700]),
-        "val": ImageSet("world-val", x[700:], y[700:]),
+        "train": train,
+        "val": val,
         "test": x_test,
         "shift": torch.rand(200, *SHAPE, generator=g),
         # Known anomalies for detectors that must fit on some (a blind L∞ perturbation).
-        "anomalies": (x[:700] + 0.3 * sign[:700]).clamp(0, 1),
+        "anomalies": (x + 0.3 * sign).clamp(0, 1),
     }
 
 

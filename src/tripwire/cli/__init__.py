@@ -45,6 +45,9 @@ def main() -> None:
         raise SystemExit(2) from None
 
 
-from tripwire.cli import data as _data  # noqa: E402, F401  (registers `tripwire data`)
-from tripwire.cli import train as _train  # noqa: E402, F401  (registers `tripwire train`, `tripwire models`)
 from tripwire.cli import anomalies as _anomalies  # noqa: E402, F401  (registers `tripwire anomalies`)
+from tripwire.cli import data as _data  # noqa: E402, F401  (registers `tripwire data`)
+from tripwire.cli import demo as _demo  # noqa: E402, F401  (registers `tripwire demo`)
+from tripwire.cli import detect as _detect  # noqa: E402, F401  (registers `tripwire fit`, `tripwire score`)
+from tripwire.cli import explain as _explain  # noqa: E402, F401  (registers `tripwire explain`)
+from tripwire.cli import train as _train  # noqa: E402, F401  (registers `tripwire train`, `tripwire models`)

@@ -1,0 +1,36 @@
+"""Options and parsing shared by the sub-commands."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+from tripwire.errors import InvalidInputError
+
+DATA_DIR = typer.Option(
+    None,
+    "--data-dir",
+    help="Data directory (default: $TRIPWIRE_DATA, else ~/.cache/tripwire/data).",
+)
+CACHE_DIR = typer.Option(
+    None, "--cache-dir", help="Cache directory (default: $TRIPWIRE_CACHE, else ~/.cache/tripwire)."
+)
+PARAM = typer.Option([], "--param", help="Override a default: key=value (repeatable).")
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    """``key=value`` strings → dict; values are read as JSON when they parse (0.3, true, [1, 2]),
+    else kept as strings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInputError(f"--param expects key=value, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip().replace("-", "_")] = value
+    return out

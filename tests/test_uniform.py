@@ -1,0 +1,113 @@
+"""The uniform detector: torch scoring equals scikit-learn, the formula, layer choice, Guard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import OneClassSVM
+
+from tripwire.data.base import ImageSet
+from tripwire.detectors import UniformDetector
+from tripwire.detectors.ocsvm import ClassConditionalOCSVM
+from tripwire.detectors.proxies import PROXIES, make_proxies
+from tripwire.detectors.uniform import transductive_scores
+
+
+def test_torch_ocsvm_equals_sklearn_score_samples() -> None:
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (300, 5)), rng.normal(3, 2, (200, 5))])
+    c = np.array([0] * 300 + [1] * 200)
+    bank = ClassConditionalOCSVM.fit(torch.tensor(x), torch.tensor(c), 2, nu=0.1)
+    test = rng.normal(1, 2, (50, 5))
+    for k in (0, 1):
+        scaler = StandardScaler().fit(x[c == k])
+        svm = OneClassSVM(nu=0.1, gamma="scale").fit(scaler.transform(x[c == k]))
+        expected = -svm.score_samples(scaler.transform(test))
+        got = bank.score(torch.tensor(test, dtype=torch.float32), torch.full((50,), k))
+        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_class_with_too_few_samples_is_left_unfitted() -> None:
+    x = torch.randn(30, 3)
+    c = torch.tensor([0] * 28 + [1] * 2)
+    bank = ClassConditionalOCSVM.fit(x, c, 3)
+    assert bank.fitted.tolist() == [True, False, False]
+    assert torch.isfinite(bank.score(x, torch.full((30,), 2))).all()
+
+
+def test_proxies_stay_in_range_and_are_seeded() -> None:
+    x = torch.rand(8, 1, 12, 12)
+    a, b = make_proxies(x, seed=3), make_proxies(x, seed=3)
+    assert set(a) == set(PROXIES)
+    for name in a:
+        assert a[name].shape == x.shape and a[name].min() >= 0 and a[name].max() <= 1
+        assert torch.equal(a[name], b[name])
+        assert not torch.equal(a[name], x)
+    # pixel-shuffle keeps each image's intensity histogram
+    torch.testing.assert_close(
+        a["pixel-shuffle"].flatten(1).sort().values, x.flatten(1).sort().values
+    )
+
+
+@pytest.fixture(scope="module")
+def lenet_detector(lenet_mnist, mnist_train):
+    fit_set, val = mnist_train.take(12_000, seed=0).split(0.2, seed=0)
+    det = UniformDetector().fit(lenet_mnist, fit_set)
+    det.calibrate(lenet_mnist, val)
+    return det
+
+
+@pytest.mark.slow
+def test_score_is_the_papers_formula(lenet_detector, lenet_mnist, mnist_test) -> None:
+    det = lenet_detector
+    x = mnist_test.as_float(slice(0, 64))
+    raw, pred = det.raw_scores(lenet_mnist, x)
+    normed = (raw - det.low_[pred]) / (det.high_[pred] - det.low_[pred])
+    expected = 0.5 * normed[:, 0] + 0.5 * normed[:, 1]
+    torch.testing.assert_close(det.score(lenet_mnist, x), expected.double(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_layer_choice_is_reported_and_early(lenet_detector) -> None:
+    choice = lenet_detector.layer_choice_
+    assert choice is not None and choice.layer == lenet_detector.layer_
+    assert set(choice.per_set[choice.layer]) == set(PROXIES)
+    assert choice.criterion[choice.layer] == max(choice.criterion.values())
+    assert choice.layer.startswith(("conv", "relu", "pool"))  # an early conv block, as the paper
+
+
+@pytest.mark.slow
+def test_lenet_detects_noise_and_keeps_id(lenet_detector, lenet_mnist, mnist_test) -> None:
+    from tripwire import metrics
+
+    g = torch.Generator().manual_seed(0)
+    noise = torch.rand(500, 1, 28, 28, generator=g)
+    s_id = lenet_detector.score(lenet_mnist, mnist_test.take(2000))
+    assert metrics.auroc(s_id, lenet_detector.score(lenet_mnist, noise)) > 0.99
+    flagged = lenet_detector.predict(lenet_mnist, mnist_test.take(2000, seed=1)).float().mean()
+    assert 0.02 < flagged < 0.09  # thresholds from a held-out split accept about 95 %
+
+
+@pytest.mark.slow
+def test_transductive_variant_differs_only_in_normalisation(
+    lenet_detector, lenet_mnist, mnist_test
+):
+    x = torch.cat([mnist_test.as_float(slice(0, 200)), torch.rand(100, 1, 28, 28)])
+    raw, pred = lenet_detector.raw_scores(lenet_mnist, x)
+    s = transductive_scores(lenet_detector, raw, pred)
+    assert s.shape == (300,) and s.min() >= 0 and s.max() <= 1 + 1e-6
+
+
+def test_explicit_validation_anomalies_drive_layer_choice() -> None:
+    from tiny_world import SHAPE, trained_world
+
+    model, train, _ = trained_world()
+    g = torch.Generator().manual_seed(0)
+    given = ImageSet("val-anomalies", torch.rand(100, *SHAPE, generator=g))
+    det = UniformDetector(layer="auto").fit(model, train, anomalies=given)
+    assert det.layer_choice_ is not None
+    assert all(set(v) == {"given"} for v in det.layer_choice_.per_set.values())
+    fixed = UniformDetector(layer="conv1").fit(model, train)
+    assert fixed.layer_ == "conv1" and fixed.layer_choice_ is None

@@ -1,0 +1,75 @@
+"""A tiny seeded world for fast detector tests: three classes of 1×12×12 images (a bright blob in
+one of three places, plus noise) and a small CNN that learns them in about a second."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import nn
+
+from tripwire.data.base import ImageSet
+
+SHAPE = (1, 12, 12)
+CENTRES = ((3, 3), (3, 8), (8, 5))
+
+
+def make_world(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n images of 3 classes: a Gaussian blob at the class's centre plus noise, in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    ii, jj = torch.meshgrid(torch.arange(12.0), torch.arange(12.0), indexing="ij")
+    centres = torch.tensor(CENTRES, dtype=torch.float32)[y]
+    ci = centres[:, 0].view(-1, 1, 1) + torch.randn(n, 1, 1, generator=g) * 0.5
+    cj = centres[:, 1].view(-1, 1, 1) + torch.randn(n, 1, 1, generator=g) * 0.5
+    blob = torch.exp(-((ii - ci) ** 2 + (jj - cj) ** 2) / 4.0)
+    x = (0.8 * blob + 0.1 * torch.rand(n, 12, 12, generator=g)).clamp(0, 1)
+    return x.unsqueeze(1), y
+
+
+class TinyNet(nn.Module):
+    """conv → relu → pool → conv → relu → fc → dropout → fc (dropout for MC-dropout detectors)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(4, 8, 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(8 * 6 * 6, 16)
+        self.relu3 = nn.ReLU()
+        self.drop = nn.Dropout(0.2)
+        self.fc2 = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.pool1(self.relu1(self.conv1(x)))
+        h = self.flatten(self.relu2(self.conv2(h)))
+        return self.fc2(self.drop(self.relu3(self.fc1(h))))
+
+
+@functools.cache
+def _trained_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    x, y = make_world(900, seed=1)
+    model = TinyNet()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def trained_world() -> tuple[TinyNet, ImageSet, ImageSet]:
+    """A fresh trained TinyNet (eval mode; the same weights every call), train and val sets."""
+    model = TinyNet()
+    model.load_state_dict(_trained_state())
+    x, y = make_world(900, seed=1)
+    return (
+        model.eval(),
+        ImageSet("world-train", x[:700], y[:700]),
+        ImageSet("world-val", x[700:], y[700:]),
+    )
