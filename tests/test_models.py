@@ -161,6 +161,27 @@ def test_train_classifier_is_seeded_and_leaves_global_rng_alone() -> None:
     assert weights_digest(other) != digests[0]
 
 
+def test_sgd_training_learns_and_unknown_optimizer_is_refused() -> None:
+    train, test = _tiny_sets()
+    model = _seeded(lambda: SmallCNN())
+    result = train_classifier(
+        model,
+        train,
+        test,
+        epochs=3,
+        batch_size=16,
+        lr=0.05,
+        seed=0,
+        optimizer="sgd",
+        progress=False,
+    )
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    with pytest.raises(ValueError, match="optimizer"):
+        train_classifier(
+            model, train, test, epochs=1, batch_size=16, lr=0.1, seed=0, optimizer="rmsprop"
+        )
+
+
 def test_training_resumes_from_a_checkpoint_to_the_same_weights(tmp_path: Path) -> None:
     train, test = _tiny_sets()
     kwargs = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "seed": 2, "progress": False}

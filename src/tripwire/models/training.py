@@ -98,6 +98,7 @@ def train_classifier(
     seed: int,
     augment_shift: int = 2,
     weight_decay: float = 0.0,
+    optimizer: str = "adam",
     progress: bool = True,
     checkpoint: str | Path | None = None,
     stop_after_epochs: int | None = None,
@@ -118,7 +119,9 @@ def train_classifier(
         epochs, batch_size, lr: the schedule (``lr`` is the one-cycle peak).
         seed: the seed of every random draw of training.
         augment_shift: maximum random shift in pixels.
-        weight_decay: Adam's L2 penalty.
+        weight_decay: L2 penalty of the optimizer.
+        optimizer: ``"adam"`` (default) or ``"sgd"`` (momentum 0.9, Nesterov; one-cycle then
+            cycles the momentum 0.95 → 0.85 → 0.95), the usual choice for the CIFAR models.
         progress: show a progress bar per epoch (when progress bars are enabled).
         checkpoint: a folder for the training state after each epoch; when it already holds a
             checkpoint of the same run (same hyper-parameters and data size), training resumes
@@ -147,9 +150,18 @@ def train_classifier(
     device = model_device(model)
     steps_per_epoch = math.ceil(len(train_set) / batch_size)
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(
+            model.parameters(), lr=lr, weight_decay=weight_decay
+        )
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
+        )
+    else:
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch
+        opt, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch
     )
     config = {
         "epochs": epochs,
@@ -158,6 +170,7 @@ def train_classifier(
         "seed": seed,
         "augment_shift": augment_shift,
         "weight_decay": weight_decay,
+        "optimizer": optimizer,
         "n_train": len(train_set),
     }
     if stop_after_epochs is not None and checkpoint is None:
@@ -171,7 +184,7 @@ def train_classifier(
             resumed = load_checkpoint(
                 checkpoint,
                 model=model,
-                optimizer=optimizer,
+                optimizer=opt,
                 scheduler=schedule,
                 generator=generator,
                 config=config,
@@ -195,9 +208,9 @@ def train_classifier(
                 y = labels[idx].to(device)
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
-                optimizer.zero_grad(set_to_none=True)
+                opt.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
+                opt.step()
                 schedule.step()
                 loss_sum += float(loss.detach()) * len(idx)
                 correct += int((logits.detach().argmax(1) == y).sum())
@@ -208,7 +221,7 @@ def train_classifier(
                     "train_loss": loss_sum / len(train_set),
                     "train_accuracy": correct / len(train_set),
                     "test_accuracy": test_accuracy,
-                    "lr": optimizer.param_groups[0]["lr"],
+                    "lr": opt.param_groups[0]["lr"],
                     "seconds": offset + time.perf_counter() - start,
                 }
             )
@@ -223,7 +236,7 @@ def train_classifier(
                 save_checkpoint(
                     checkpoint,
                     model=model,
-                    optimizer=optimizer,
+                    optimizer=opt,
                     scheduler=schedule,
                     generator=generator,
                     state=TrainingState(epoch, history, history[-1]["seconds"], config),

@@ -41,6 +41,7 @@ CARD_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "card.json"
 CHECKPOINT_DIR = "checkpoint"
+OPTIMIZER_NAMES = {"adam": "Adam", "sgd": "SGD (Nesterov, momentum 0.9)"}
 
 
 class UnknownModelError(TripwireError, KeyError):
@@ -66,7 +67,8 @@ class Recipe:
         source: the data source (``load_source`` name) with ``"train"`` and ``"test"`` splits.
         input_shape: (C, H, W) the model expects.
         num_classes: number of outputs.
-        epochs, batch_size, lr, augment_shift, weight_decay: arguments of `train_classifier`.
+        epochs, batch_size, lr, augment_shift, weight_decay, optimizer: arguments of
+            `train_classifier`.
         half_precision: store the weights as float16 (the large CIFAR models).
         paper_accuracy: the test accuracy Zhao et al. report for this model, if any.
     """
@@ -82,6 +84,7 @@ class Recipe:
     lr: float
     augment_shift: int = 2
     weight_decay: float = 0.0
+    optimizer: str = "adam"
     half_precision: bool = False
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     paper_accuracy: float | None = None
@@ -106,7 +109,7 @@ class Recipe:
             "lr": self.lr,
             "augment_shift": self.augment_shift,
             "weight_decay": self.weight_decay,
-            "optimizer": "Adam + OneCycleLR",
+            "optimizer": OPTIMIZER_NAMES[self.optimizer] + " + OneCycleLR",
             "half_precision": self.half_precision,
         }
 
@@ -177,9 +180,10 @@ register_recipe(
         num_classes=10,
         epochs=60,
         batch_size=128,
-        lr=2e-3,
+        lr=0.2,
         augment_shift=4,
         weight_decay=5e-4,
+        optimizer="sgd",
         half_precision=True,
         paper_accuracy=0.9165,
     )
@@ -194,9 +198,10 @@ register_recipe(
         num_classes=10,
         epochs=60,
         batch_size=128,
-        lr=1e-3,
+        lr=0.1,
         augment_shift=4,
         weight_decay=5e-4,
+        optimizer="sgd",
         half_precision=True,
         paper_accuracy=0.9347,
     )
@@ -320,6 +325,7 @@ def train_model(
         seed=seed,
         augment_shift=recipe.augment_shift,
         weight_decay=recipe.weight_decay,
+        optimizer=recipe.optimizer,
         progress=progress,
         checkpoint=checkpoint,
     )
