@@ -88,13 +88,19 @@ class FoolingEA(_Fooling):
 
     Directly encoded images (one gene per pixel in [0, 1]), initialised from N(0, `init_std`²)
     clipped to [0, 1]. Fitness = softmax probability of the target class. Each generation keeps
-    the best `promotion` fraction unchanged (elitism); the rest are children of tournament-selected
-    parents (size 2), produced by uniform crossover with probability `crossover`, then polynomial
-    mutation (Deb's, strength `eta`) of each pixel with probability `mutation`. Defaults are the
-    paper's: population 50, 200 generations, crossover 0.015, mutation 0.05, 10 % promotion. The
-    result is each population's champion; success = the model predicts the target with
-    probability ≥ `goal` (0.9999, the paper's MNIST goal). All populations evolve together as
-    one batch. No library implements this; it is written here.
+    the best `promotion` fraction unchanged (elitism); the rest are children of two
+    tournament-selected parents (size `tournament`), mixed by uniform crossover with probability
+    `crossover`, then each pixel is mutated with probability `mutation` by Deb's polynomial
+    mutation of strength `eta`. A population stops once its champion reaches the goal (with
+    `stop_at_goal`); the result is each population's champion, success = the model predicts the
+    target with probability ≥ `goal` (0.9999, the paper's MNIST goal). All populations evolve
+    together as one batch. No library implements this; it is written here.
+
+    Defaults keep the paper's population 50, crossover 0.015, 10 % promotion and N(0, 2.5²)
+    start, but not its mutation 0.05 / 200 generations: with those (and sferes' η = 15, tournament
+    2) the champions on the zoo-style LeNet stayed at 0.38–0.998 after 200 generations; with
+    mutation 0.01, η = 1, tournament 4 and up to 1,000 generations every tested class reaches
+    ≥ 0.9999. Pass ``mutation=0.05, eta=15.0, tournament=2, generations=200`` for the paper's.
 
     Example:
         >>> s = make_anomalies("fooling", model, n=10, shape=(1, 28, 28))  # doctest: +SKIP
@@ -108,12 +114,14 @@ class FoolingEA(_Fooling):
         "targets": None,
         "goal": 0.9999,
         "population": 50,
-        "generations": 200,
+        "generations": 1000,
         "crossover": 0.015,
-        "mutation": 0.05,
+        "mutation": 0.01,
         "promotion": 0.1,
         "init_std": 2.5,
-        "eta": 15.0,
+        "eta": 1.0,
+        "tournament": 4,
+        "stop_at_goal": True,
     }
     default_batch_size = 2000
 
@@ -144,12 +152,15 @@ class FoolingEA(_Fooling):
             return _target_prob(model, imgs, tgt, self.batch_size).view(k, size)
 
         fit = fitness(pop, m)
+        stop = 1 - (1 - float(p["goal"])) / 2  # a margin, so the champion clears the goal
         for _ in track(range(p["generations"]), f"{self.name} evolution"):
+            if self.params["stop_at_goal"] and bool((fit.amax(1) >= stop).all()):
+                break
             order = fit.argsort(1, descending=True)
             pop, fit = pop[rows, order], fit[rows, order]
-            # tournament selection (size 2) of two parents per child
-            cand = torch.randint(0, m, (k, n_child, 2, 2), generator=gen)
-            wins = torch.minimum(cand[..., 0], cand[..., 1])  # sorted: lower index = fitter
+            # tournament selection of two parents per child
+            cand = torch.randint(0, m, (k, n_child, 2, int(p["tournament"])), generator=gen)
+            wins = cand.amin(-1)  # population is sorted: the lowest index is the fittest
             pa, pb = pop[rows, wins[..., 0]], pop[rows, wins[..., 1]]
             cross = torch.rand(k, n_child, 1, generator=gen) < p["crossover"]
             mix = torch.rand(k, n_child, d, generator=gen) < 0.5
@@ -200,7 +211,7 @@ class FoolingGradient(_Fooling):
         p = self.params
         device = model_device(model)
         images = torch.rand(len(target), *shape, generator=gen)
-        log_goal = math.log(p["goal"])
+        log_goal = math.log(1 - (1 - float(p["goal"])) / 2)  # margin so outputs clear the goal
         for s in track(batch_slices(len(target), self.batch_size), f"{self.name}"):
             x = images[s].to(device)
             t = target[s].to(device)
