@@ -6,6 +6,8 @@ Importing this package registers every detector.
 from tripwire.detectors import (  # noqa: F401  (registers)
     elo,
     energy,
+    feature_response,
+    fingerprints,
     kd_bu,
     lid,
     mahalanobis,
@@ -15,6 +17,8 @@ from tripwire.detectors import (  # noqa: F401  (registers)
 )
 from tripwire.detectors import daain  # noqa: F401  (registers)
 from tripwire.detectors.base import Detector, check_images
+from tripwire.detectors.feature_response import FeatureResponseDetector
+from tripwire.detectors.fingerprints import FingerprintDetector
 from tripwire.detectors.registry import (
     DEFAULT_DETECTOR,
     create_detector,
@@ -27,6 +31,8 @@ from tripwire.detectors.uniform import UniformDetector
 __all__ = [
     "DEFAULT_DETECTOR",
     "Detector",
+    "FeatureResponseDetector",
+    "FingerprintDetector",
     "UniformDetector",
     "check_images",
     "create_detector",
