@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -44,12 +45,16 @@ def lenet_mnist(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> nn.
     trained with the zoo's current recipe is stored there (its weights digest is checked);
     otherwise trained once per session into a temporary cache.
     """
+    from tripwire.errors import TripwireError
     from tripwire.models.zoo import load_model, read_card, recipe_matches
     from tripwire.paths import cache_dir
 
     user_cache = cache_dir()
-    card = read_card("lenet-mnist", 0, user_cache)
-    if card is not None and recipe_matches(card):
-        return load_model("lenet-mnist", cache_dir=user_cache, train_if_missing=False)
+    try:
+        card = read_card("lenet-mnist", 0, user_cache)
+        if card is not None and recipe_matches(card):
+            return load_model("lenet-mnist", cache_dir=user_cache, train_if_missing=False)
+    except TripwireError as e:  # a damaged user cache: train afresh instead
+        warnings.warn(f"not reusing the cached lenet-mnist: {e}", stacklevel=1)
     cache = tmp_path_factory.mktemp("tripwire-cache")
     return load_model("lenet-mnist", data_dir=data_dir, cache_dir=cache, seed=0, progress=False)
