@@ -74,7 +74,9 @@ def test_attack_contract(kind: str, num_classes: int) -> None:
     assert torch.equal(pred, s.predicted)
     if kind == "jsma":
         assert ((s.target >= 0) & (s.target < num_classes) & (s.target != s.labels)).all()
-        assert torch.equal(s.success, s.predicted == s.target)
+        assert torch.equal(s.success, s.predicted != s.labels)
+        rate = float((s.predicted == s.target).float().mean())
+        assert s.summary()["target_rate"] == pytest.approx(rate)
         assert (s.norms["l0"] <= np.floor(0.1 * 64 / 2) * 2).all()  # γ = 0.1 of 64 inputs
     else:
         assert torch.equal(s.success, s.predicted != s.labels)

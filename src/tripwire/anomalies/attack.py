@@ -31,7 +31,12 @@ from tripwire.progress import track
 
 
 class Attack(BaseGenerator):
-    """Base class of the white-box attacks (untargeted unless `targeted`)."""
+    """Base class of the white-box attacks (untargeted unless `targeted`).
+
+    Success means the model no longer predicts the true label — for targeted attacks too, as in
+    the reference code of the paper's evaluation (Feinman et al., Ma et al.: accuracy on the
+    adversarial set); how often the target itself was reached is `summary()["target_rate"]`.
+    """
 
     targeted: ClassVar[bool] = False
 
@@ -65,7 +70,7 @@ class Attack(BaseGenerator):
             x_adv = torch.cat(advs) if advs else xs.clone()
             pred, conf, _ = outcome(model, x_adv, self.batch_size)
         target = extra.get("target")
-        success = (pred == target) if target is not None else (pred != ys)
+        success = pred != ys  # targeted attacks too: see AnomalySet.summary()["target_rate"]
         return AnomalySet(
             kind=self.name,
             images=x_adv,

@@ -46,8 +46,9 @@ class AnomalySet:
     Attributes:
         kind: the generator's name, e.g. ``"fgsm"``, ``"bim-a"``, ``"gaussian"``, ``"fooling"``.
         images: N×C×H×W float32 in [0, 1] — every produced input, successes and failures.
-        success: (N,) bool — the attack flipped the prediction (targeted attacks: reached the
-            target; fooling: target class at the confidence goal); True for noise.
+        success: (N,) bool — the attack flipped the prediction away from the true label (also
+            for targeted attacks; see `summary()["target_rate"]`); fooling: the target class at
+            the confidence goal; True for noise.
         source_index: (N,) int64 index into the ``x`` given to ``generate`` (-1 where none).
         labels: (N,) int64 true label of the source (-1 where none).
         predicted: (N,) int64 the model's class on the anomalous image.
@@ -113,6 +114,7 @@ class AnomalySet:
         """n, number and rate of successes, mean norms and mean confidence (over successes).
 
         Norm and confidence means are over the successful entries (NaN if there are none).
+        Targeted attacks (JSMA) add ``target_rate``: the share of inputs that reached the target.
         """
         n = len(self)
         ok = self.success
@@ -130,6 +132,10 @@ class AnomalySet:
         }
         for k, v in self.norms.items():
             out[f"mean_{k}"] = mean(v)
+        targeted = (self.target >= 0) & (self.labels >= 0)
+        if bool(targeted.any()):
+            hit = self.predicted[targeted] == self.target[targeted]
+            out["target_rate"] = float(hit.float().mean())
         return out
 
     def save(self, path: str | Path) -> Path:

@@ -22,13 +22,17 @@ class JSMA(Attack):
     α = ∂Z_t/∂x and β = Σ_{j≠t} ∂Z_j/∂x, pick the pair (p, q) of still-modifiable pixels with
     α_p + α_q > 0 and β_p + β_q < 0 maximising (α_p + α_q) · |β_p + β_q|, and move both by θ
     (θ = 1: set to 1). Stop when the model predicts t or after ⌊γ·D/2⌋ iterations (at most a
-    fraction γ of the D input values changed). Success = the model predicts the target.
+    fraction γ of the D input values changed). Success = the model no longer predicts y (as in the
+    paper's reference code); the share that reached the target is `summary()["target_rate"]`
+    (on the zoo LeNet, 1,000 test images: 89 % misclassified, 68 % at the target).
 
     Written here: torchattacks' JSMA works one image at a time (255 s for 1,000 MNIST images on
     this CPU) and ART's is ~7× faster but still per-image. This version runs a batch at once with
     two backward passes per iteration (α and the sum of all logits' gradients), so it works for
-    any number of classes, and drops inputs from the batch once they reach their target.
-    Memory is about 4·B·D² bytes per working tensor, hence the small default batch.
+    any number of classes, and drops inputs from the batch once they reach their target. The
+    pair search takes p among the `candidates` (50) pixels with the largest α and the 50 with
+    the most negative β, q among all pixels — a 2·50·D instead of a D² search per input; on 40
+    MNIST test images it chose exactly the pairs of the exhaustive search (``candidates=0``).
 
     Example:
         >>> s = get_generator("jsma").generate(model, x, y, seed=0)  # doctest: +SKIP
