@@ -203,12 +203,8 @@ def test_training_resumes_from_a_checkpoint_to_the_same_weights(tmp_path: Path) 
 
 # weights_digest (models/digest.py, not this module's) cannot digest 0-dim buffers such as
 # BatchNorm's num_batches_tracked: `t.view(torch.uint8)` needs `t.reshape(-1).view(...)`.
-DIGEST_0DIM_BUG = pytest.mark.xfail(
-    raises=RuntimeError, reason="weights_digest fails on 0-dim buffers (BatchNorm)"
-)
 
 
-@DIGEST_0DIM_BUG
 def test_save_load_weights_round_trip_and_half_precision(tmp_path: Path) -> None:
     model = _seeded(lambda: ResNetCifar(depth=20)).eval()
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))

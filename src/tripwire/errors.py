@@ -10,7 +10,7 @@ class DataError(TripwireError):
 
 
 class InvalidInputError(TripwireError, ValueError):
-    """A batch given to a detector or attack is unusable: NaN/inf, wrong shape, outside [0, 1], empty."""
+    """A batch given to a detector or attack is unusable (NaN/inf, shape, outside [0, 1], empty)."""
 
 
 class NotFittedError(TripwireError, RuntimeError):

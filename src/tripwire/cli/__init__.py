@@ -46,6 +46,7 @@ def main() -> None:
 
 
 from tripwire.cli import anomalies as _anomalies  # noqa: E402, F401  (registers `tripwire anomalies`)
+from tripwire.cli import bench as _bench  # noqa: E402, F401  (registers `tripwire bench`)
 from tripwire.cli import data as _data  # noqa: E402, F401  (registers `tripwire data`)
 from tripwire.cli import demo as _demo  # noqa: E402, F401  (registers `tripwire demo`)
 from tripwire.cli import detect as _detect  # noqa: E402, F401  (registers `tripwire fit`, `tripwire score`)

@@ -10,7 +10,7 @@ class c gives sklearn's ``score_samples``
 which is high inside the learned support. The anomaly score returned here is −f_c(z) (higher =
 more anomalous). Fitting is libsvm's; scoring is a batched torch computation on the model's
 device (no scikit-learn call per batch), with all classes' support vectors padded into one
-tensor so that a batch is scored in one gather.
+tensor.
 """
 
 from __future__ import annotations
@@ -105,12 +105,18 @@ class ClassConditionalOCSVM:
         )
 
     def score(self, features: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """Anomaly score −f_c(z) of each row under the SVM of its class c (higher = anomalous)."""
-        z = (features - self.mean[classes]) / self.scale[classes]  # N×D
-        support = self.support[classes]  # N×S×D
-        sq = (z.unsqueeze(1) - support).square().sum(dim=2)  # N×S
-        f = (self.coef[classes] * torch.exp(-self.gamma[classes].unsqueeze(1) * sq)).sum(dim=1)
-        return -f
+        """Anomaly score −f_c(z) of each row under the SVM of its class c (higher = anomalous).
+
+        One matrix product per class present: ‖z − sv‖² = ‖z‖² + ‖sv‖² − 2 z·sv.
+        """
+        out = torch.empty(len(features), dtype=features.dtype, device=features.device)
+        for c in torch.unique(classes).tolist():
+            rows = classes == c
+            z = (features[rows] - self.mean[c]) / self.scale[c]
+            sv = self.support[c]
+            sq = (z.square().sum(1, keepdim=True) + sv.square().sum(1) - 2 * z @ sv.T).clamp_min(0)
+            out[rows] = -(torch.exp(-self.gamma[c] * sq) @ self.coef[c])
+        return out
 
     def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
         """The state as named tensors for safetensors."""

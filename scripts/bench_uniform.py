@@ -1,0 +1,81 @@
+"""Speed of the uniform detector on the zoo LeNet (issue 3 targets).
+
+* scoring throughput at batch 256 relative to the bare LeNet forward pass (target ≥ 0.8×);
+* fit time on MNIST's 60k training images once the model is trained (target ≤ 10 s).
+
+Usage: python scripts/bench_uniform.py [--data-dir DIR] [--repeats 5] [--threads N]
+Prints a Markdown table for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from tripwire.data import load_source
+from tripwire.detectors import UniformDetector
+from tripwire.models.zoo import load_model
+
+
+def best_of(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model("lenet-mnist", data_dir=args.data_dir)
+    train = load_source("mnist", "train", args.data_dir)
+    test = load_source("mnist", "test", args.data_dir)
+    x = test.as_float()
+    batches = x.split(256)
+
+    start = time.perf_counter()
+    det = UniformDetector().fit(model, train)
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    UniformDetector(layer=det.layer_).fit(model, train)
+    fit_fixed_seconds = time.perf_counter() - start
+
+    def bare() -> None:
+        with torch.no_grad():
+            for b in batches:
+                model(b)
+
+    def scored() -> None:
+        det.score(model, x, batch_size=256)
+
+    bare()
+    scored()
+    t_bare = best_of(bare, args.repeats)
+    t_score = best_of(scored, args.repeats)
+    n = len(x)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch threads "
+        f"{torch.get_num_threads()}, torch {torch.__version__}"
+    )
+    print("| measure | value | target |")
+    print("|---|---:|---|")
+    print(f"| bare LeNet forward, batch 256 | {n / t_bare:,.0f} images/s | |")
+    print(f"| LeNet + UniformDetector.score, batch 256 | {n / t_score:,.0f} images/s | |")
+    print(f"| ratio | {t_bare / t_score:.2f}× | ≥ 0.8× |")
+    auto = "fit on 60k, layer='auto' (choice + features + 20 SVMs)"
+    print(f"| {auto} | {fit_seconds:.1f} s | ≤ 10 s |")
+    print(f"| fit on 60k, layer given ({det.layer_}) | {fit_fixed_seconds:.1f} s | |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""The benchmark report: ``results.json`` (tidy rows), ``report.md`` and a self-contained
+``report.html`` — tables of every detector on every set (mean ± std over seeds), the paper's
+numbers side by side, attack statistics, costs, ROC curves and score histograms."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tripwire.bench.results import Aggregate, Key, aggregate, read_rows
+from tripwire.bench.runner import TRANSDUCTIVE
+from tripwire.bench.suites import Suite
+from tripwire.detectors import DEFAULT_DETECTOR
+from tripwire.report.markdown import table
+from tripwire.report.plots import histogram_figure, roc_figure
+
+# The paper's detector names → ours.
+PAPER_DETECTORS = {
+    "baseline": "msp",
+    "odin": "odin",
+    "mahalanobis": "mahalanobis",
+    "elo": "elo",
+    "uniform": "uniform",
+    "kd_bu": "kd_bu",
+    "lid": "lid",
+}
+FAMILIES = ("ood", "adversarial", "noise")
+
+
+def load_paper(suite: Suite) -> dict[str, Any] | None:
+    """The paper's numbers for this suite (bundled JSON), or None."""
+    if suite.paper is None:
+        return None
+    text = resources.files("tripwire.bench.paper").joinpath(suite.paper).read_text()
+    return json.loads(text)
+
+
+def write_report(suite: Suite, out: str | Path, command: str, deviations: Sequence[str]) -> Path:
+    """Write ``results.json``, ``report.md`` and ``report.html`` into `out` from its
+    ``results.jsonl``; returns the Markdown path."""
+    folder = Path(out)
+    rows = read_rows(folder / "results.jsonl")
+    (folder / "results.json").write_text(json.dumps(rows, indent=1))
+    agg = aggregate(rows)
+    models = sorted({r["model"] for r in rows}, key=lambda m: (m != suite.models[0], m))
+    seeds = sorted({r["seed"] for r in rows})
+    detectors = _detector_order({r["detector"] for r in rows})
+    order = [a.name for a in suite.anomalies]
+    sets = sorted({r["anomaly_set"] for r in rows}, key=order.index)
+    family = {a.name: a.family for a in suite.anomalies}
+    info = {r["anomaly_set"]: r["anomaly_info"] for r in rows if r["model"] == models[0]}
+
+    parts = [
+        f"# tripwire bench — {suite.name}",
+        f"Reproduce: `{command}`  \nSeeds: {', '.join(map(str, seeds))} (model training, "
+        f"attacks, detector fits). Fast mode: {rows[0]['fast']}. Versions: "
+        f"{json.dumps(rows[0]['versions'])}.",
+        "## Protocol\n\n" + "\n".join(f"- {n}" for n in (*suite.notes, *deviations)),
+    ]
+    for model in models:
+        parts.append(f"## {model}")
+        for metric, title in (
+            ("auroc", "AUROC % (pooled)"),
+            ("auroc_class_weighted", "AUROC % (class-weighted, as the paper)"),
+            ("tnr_at_tpr95", "TNR at 95 % TPR % (ID positive, pooled)"),
+            ("tnr_at_tpr95_class_weighted", "TNR at 95 % TPR % (class-weighted)"),
+        ):
+            parts.append(f"### {title}")
+            parts.append(_metric_table(agg, model, detectors, sets, family, metric))
+        parts.append("### Attack and noise sets")
+        parts.append(_info_table(info, sets))
+        parts.append("### Costs (seed means)")
+        parts.append(_cost_table(rows, model, detectors))
+    paper = load_paper(suite)
+    if paper is not None:
+        parts.append(_paper_section(paper, agg, models, suite))
+    parts.append(_figures(folder, models[0], seeds[0], sets))
+    markdown_text = "\n\n".join(parts) + "\n"
+    md = folder / "report.md"
+    md.write_text(markdown_text)
+    (folder / "report.html").write_text(_html(markdown_text, folder, suite.name))
+    return md
+
+
+def _detector_order(names: set[str]) -> list[str]:
+    first = [DEFAULT_DETECTOR, TRANSDUCTIVE]
+    return [n for n in first if n in names] + sorted(names - set(first))
+
+
+def _metric_table(
+    agg: dict[Key, Aggregate],
+    model: str,
+    detectors: list[str],
+    sets: list[str],
+    family: dict[str, str],
+    metric: str,
+) -> str:
+    body = []
+    for s in sets:
+        values = {d: agg.get((model, d, s, metric)) for d in detectors}
+        best = max((v.mean for v in values.values() if v is not None), default=None)
+        row: list[object] = [f"{s} ({family[s]})"]
+        for d in detectors:
+            v = values[d]
+            text = "—" if v is None else v.percent()
+            row.append(f"**{text}**" if v is not None and v.mean == best else text)
+        body.append(row)
+    return table(["set", *detectors], body)
+
+
+def _info_table(info: dict[str, dict[str, Any]], sets: list[str]) -> str:
+    body = []
+    for s in sets:
+        i = info.get(s, {})
+        rate = i.get("success_rate")
+        body.append(
+            [
+                s,
+                i.get("n", "—"),
+                "—" if rate is None else f"{100 * rate:.1f}",
+                _fmt(i.get("mean_linf")),
+                _fmt(i.get("mean_l2")),
+                _fmt(i.get("mean_l0")),
+                _fmt(i.get("mean_confidence")),
+            ]
+        )
+    header = ["set", "n made", "success %", "mean L∞", "mean L2", "mean L0", "mean confidence"]
+    return table(header, body) + "\n\n(first model, first seed; only successful inputs are scored.)"
+
+
+def _fmt(v: object) -> str:
+    return f"{v:.3g}" if isinstance(v, float) and np.isfinite(v) else "—"
+
+
+def _cost_table(rows: list[dict[str, Any]], model: str, detectors: list[str]) -> str:
+    body = []
+    for d in detectors:
+        rs = [
+            r for r in rows if r["model"] == model and r["detector"] == d and r["metric"] == "auroc"
+        ]
+        if not rs:
+            continue
+        per_fit = {(r["seed"]): r for r in rs}.values()
+        fit = np.mean([r["fit_seconds"] for r in per_fit])
+        speed = np.mean([r["id_scoring_images_per_second"] for r in per_fit])
+        flagged = np.mean([r["id_flagged"] for r in per_fit])
+        trained_on = next(iter(per_fit))["fitted_on_anomalies"] or "ID only"
+        body.append([d, f"{fit:.1f}", f"{speed:,.0f}", f"{100 * flagged:.1f}", trained_on])
+    header = ["detector", "fit s", "scoring images/s", "ID test flagged % (target 5)", "fitted on"]
+    return table(header, body)
+
+
+def _paper_section(
+    paper: dict[str, Any], agg: dict[Key, Aggregate], models: list[str], suite: Suite
+) -> str:
+    out = [
+        "## Side by side with the paper",
+        "Paper numbers from " + paper["source"] + ". Ours: mean ± std over seeds; the uniform "
+        "detector and the paper's transductive variant are compared on class-weighted values "
+        "(as the paper reports its own method), the other detectors on pooled values. "
+        "Δ = ours − paper.",
+    ]
+    plain, oe = models[0], next((m for m in models if m.endswith("-oe")), None)
+    row_of = {a.paper_row: a.name for a in suite.anomalies if a.paper_row}
+    for key, tab in paper["tables"].items():
+        model = oe if "outlier_exposure" in key else plain
+        title = key.split("_", 1)[1].replace("_", " ")
+        out.append(f"### Table {key.split('_')[0]}: {title}")
+        if model is None:
+            out.append("Not run: no Outlier-Exposure model in the zoo yet.")
+            continue
+        body = []
+        for row, cells in tab["rows"].items():
+            ours_set = row_of.get(row)
+            for metric, values in cells.items():
+                for det, paper_value in zip(tab["detectors"], values, strict=True):
+                    ours_det = PAPER_DETECTORS[det]
+                    weighted = ours_det == "uniform"
+                    m = metric + ("_class_weighted" if weighted else "")
+                    label = f"{row} / {metric}"
+                    candidates = [(ours_det, m)]
+                    if weighted:
+                        candidates.append((TRANSDUCTIVE, m))
+                    for d, mm in candidates:
+                        v = agg.get((model, d, ours_set or "", mm))
+                        ours = "not run" if v is None else v.percent()
+                        delta = "" if v is None else f"{100 * v.mean - paper_value:+.2f}"
+                        body.append([label, d, f"{paper_value:.2f}", ours, delta])
+        out.append(table(["set / metric", "detector", "paper %", "ours %", "Δ"], body))
+    return "\n\n".join(out)
+
+
+def _figures(folder: Path, model: str, seed: int, sets: list[str]) -> str:
+    path = folder / "scores" / f"{model}-seed{seed}-{DEFAULT_DETECTOR}.npz"
+    if not path.exists():
+        return ""
+    data = np.load(path)
+    anomaly = {s: data[s] for s in sets if s in data}
+    roc_figure(data["id"], anomaly, folder / "roc.png", f"{DEFAULT_DETECTOR}, {model}, seed {seed}")
+    histogram_figure(data["id"], anomaly, folder / "histograms.png", f"{DEFAULT_DETECTOR} scores")
+    return (
+        f"## Figures ({DEFAULT_DETECTOR} detector, {model}, seed {seed})\n\n"
+        "![ROC curves](roc.png)\n\n![score histograms](histograms.png)"
+    )
+
+
+def _html(markdown_text: str, folder: Path, title: str) -> str:
+    """Self-contained HTML: the Markdown rendered, images inlined as data URIs."""
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables"])
+
+    def inline(match: re.Match[str]) -> str:
+        png = folder / match.group(1)
+        if not png.exists():
+            return match.group(0)
+        data = base64.b64encode(png.read_bytes()).decode()
+        return f'src="data:image/png;base64,{data}"'
+
+    body = re.sub(r'src="([^"]+\.png)"', inline, body)
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;font-size:0.85em;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 6px}th{background:#f3f3f3}"
+        "img{max-width:100%}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+        f"<style>{style}</style></head><body>{body}</body></html>"
+    )

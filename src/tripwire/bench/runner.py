@@ -1,0 +1,317 @@
+"""Running a benchmark suite: every registered detector against every anomaly set, per seed.
+
+For each model of the suite and each seed: the zoo model trained with that seed; detectors fitted
+(seeded) on ID training images and calibrated on a held-out part; the anomaly sets generated with
+that seed (cached on disk by `make_anomalies`); every detector scores the ID test images and each
+set. Each (model, seed, detector) appends its rows to ``results.jsonl`` and its scores to
+``scores/``, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tripwire import __version__, metrics
+from tripwire.anomalies import make_anomalies
+from tripwire.bench.suites import AnomalySpec, Sizes, Suite
+from tripwire.data import load_source
+from tripwire.data.base import ImageSet
+from tripwire.data.transforms import conform
+from tripwire.detectors import create_detector, get_detector_class, list_detectors
+from tripwire.detectors.uniform import UniformDetector, transductive_scores
+from tripwire.errors import TripwireError
+from tripwire.models.zoo import list_models, load_model
+from tripwire.progress import track
+
+logger = logging.getLogger(__name__)
+
+TRANSDUCTIVE = "uniform-paper-transductive"
+
+
+@dataclass
+class AnomalyData:
+    """One evaluated anomaly set and what is known about how it was made."""
+
+    spec: AnomalySpec
+    images: torch.Tensor
+    info: dict[str, Any]
+
+
+def versions() -> dict[str, str]:
+    """Library versions and machine, recorded with every result row."""
+    import sklearn
+
+    return {
+        "tripwire": __version__,
+        "torch": torch.__version__,
+        "sklearn": sklearn.__version__,
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+    }
+
+
+def build_anomaly_sets(
+    suite: Suite,
+    model: nn.Module,
+    id_test: ImageSet,
+    sizes: Sizes,
+    seed: int,
+    data_dir: str | Path | None,
+    cache_dir: str | Path | None,
+) -> list[AnomalyData]:
+    """Every anomaly set of the suite for this model and seed (generated sets come from the
+    `make_anomalies` cache when already made)."""
+    shape = id_test.image_shape
+    attacked = id_test.take(sizes.attacked, seed=seed)
+    out = []
+    for spec in track(suite.anomalies, "anomaly sets"):
+        if spec.family == "ood":
+            data = load_source(spec.source, None, data_dir).take(sizes.per_set, seed=seed)
+            images = conform(data.as_float(), shape)
+            info: dict[str, Any] = {"n": len(images), "source": spec.source}
+        elif spec.family == "adversarial":
+            adv = make_anomalies(
+                spec.source,
+                model,
+                attacked.as_float(),
+                attacked.require_labels(),
+                seed=seed,
+                cache_dir=cache_dir,
+                **spec.params,
+            )
+            images = adv.successful().images
+            info = _summary(adv.summary())
+        else:
+            n = sizes.per_set
+            if spec.source.startswith("fooling"):
+                n = sizes.fooling_per_class * len(_classes(model, shape))
+            made = make_anomalies(
+                spec.source,
+                model,
+                n=n,
+                shape=list(shape),
+                seed=seed,
+                cache_dir=cache_dir,
+                **spec.params,
+            )
+            images = made.successful().images
+            info = _summary(made.summary())
+        if len(images) == 0:
+            logger.warning("%s: no successful inputs; the set is left out", spec.name)
+            continue
+        out.append(AnomalyData(spec, images, info))
+    return out
+
+
+def _classes(model: nn.Module, shape: tuple[int, int, int]) -> range:
+    from tripwire.features import model_device
+
+    with torch.no_grad():
+        k = model.eval()(torch.zeros(1, *shape, device=model_device(model))).shape[1]
+    return range(int(k))
+
+
+def _summary(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if isinstance(v, int | float | str)}
+
+
+def _detector_params(name: str, seed: int) -> dict[str, Any]:
+    """Per-seed parameters: the detector's own `seed` where it has one."""
+    import inspect
+
+    sig = inspect.signature(get_detector_class(name).__init__)
+    return {"seed": seed} if "seed" in sig.parameters else {}
+
+
+def _fit_anomalies(
+    model: nn.Module, train: ImageSet, sizes: Sizes, seed: int, cache_dir
+) -> ImageSet:  # type: ignore[no-untyped-def]
+    """FGSM of training images (the paper's training anomalies for KD+BU and LID), with the
+    clean class as label."""
+    clean = train.take(sizes.fit_anomalies, seed=seed + 1)
+    adv = make_anomalies(
+        "fgsm", model, clean.as_float(), clean.require_labels(), seed=seed, cache_dir=cache_dir
+    ).successful()
+    return ImageSet("fgsm-of-training-images", adv.images, adv.labels)
+
+
+def run_suite(
+    suite: Suite,
+    out: str | Path,
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    fast: bool = False,
+    detectors: Sequence[str] | None = None,
+    models: Sequence[str] | None = None,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> Path:
+    """Run `suite` and append tidy rows to ``<out>/results.jsonl``; returns that path.
+
+    Rows already in the file (same model, seed and detector) are not recomputed.
+    """
+    folder = Path(out)
+    (folder / "scores").mkdir(parents=True, exist_ok=True)
+    rows_path = folder / "results.jsonl"
+    done = _done(rows_path)
+    sizes = suite.fast if fast else suite.full
+    names = list(detectors) if detectors else list_detectors()
+    zoo = set(list_models())
+    run_models = [m for m in (models or suite.models) if m in zoo]
+    for skipped in set(models or suite.models) - set(run_models):
+        logger.warning("model %s is not in the zoo; skipped", skipped)
+    for model_name in run_models:
+        for seed in seeds:
+            todo = [n for n in names if (model_name, seed, n) not in done]
+            if not todo:
+                continue
+            _run_one(suite, model_name, seed, todo, sizes, fast, folder, data_dir, cache_dir)
+    return rows_path
+
+
+def _done(rows_path: Path) -> set[tuple[str, int, str]]:
+    done: set[tuple[str, int, str]] = set()
+    if rows_path.exists():
+        for line in rows_path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                done.add((r["model"], r["seed"], r["fitted_detector"]))
+    return done
+
+
+def _run_one(
+    suite: Suite,
+    model_name: str,
+    seed: int,
+    names: list[str],
+    sizes: Sizes,
+    fast: bool,
+    folder: Path,
+    data_dir: str | Path | None,
+    cache_dir: str | Path | None,
+) -> None:
+    model = load_model(model_name, data_dir=data_dir, cache_dir=cache_dir, seed=seed)
+    train = load_source(suite.id_source, "train", data_dir)
+    fit_part, calibration = train.take(sizes.fit + sizes.calibration, seed=seed).split(
+        sizes.calibration / (sizes.fit + sizes.calibration), seed=seed
+    )
+    id_test = load_source(suite.id_source, "test", data_dir).take(sizes.id_test, seed=seed)
+    sets = build_anomaly_sets(suite, model, id_test, sizes, seed, data_dir, cache_dir)
+    fit_anomalies = None
+    context = {
+        "suite": suite.name,
+        "model": model_name,
+        "seed": seed,
+        "fast": fast,
+        "n_id": len(id_test),
+        "versions": versions(),
+    }
+    for name in track(names, f"{model_name} seed {seed}: detectors"):
+        params = _detector_params(name, seed)
+        det = create_detector(name, **params)
+        anomalies = None
+        if det.needs_anomalies:
+            if fit_anomalies is None:
+                fit_anomalies = _fit_anomalies(model, train, sizes, seed, cache_dir)
+            anomalies = fit_anomalies
+        start = time.perf_counter()
+        try:
+            det.fit(model, fit_part, anomalies=anomalies)
+            det.calibrate(model, calibration)
+        except TripwireError as e:
+            logger.warning("%s could not be fitted on %s: %s", name, model_name, e)
+            continue
+        fit_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        s_id, p_id = det.score_and_predict(model, id_test)
+        id_seconds = time.perf_counter() - start
+        extra = {
+            "fit_seconds": fit_seconds,
+            "id_scoring_images_per_second": len(id_test) / id_seconds,
+            "id_flagged": float(det.flag(s_id, p_id).float().mean()),
+            "fitted_on_anomalies": anomalies.name if anomalies is not None else None,
+        }
+        scores = {"id": s_id.numpy(), "id_pred": p_id.numpy()}
+        rows: list[dict[str, Any]] = []
+        raws = {}
+        for a in sets:
+            s, p = det.score_and_predict(model, a.images)
+            scores[a.spec.name], scores[a.spec.name + "_pred"] = s.numpy(), p.numpy()
+            flagged = float(det.flag(s, p).float().mean())
+            rows += _rows(
+                context, name, name, det.get_params(), a, s_id, p_id, s, p, flagged, extra
+            )
+            if isinstance(det, UniformDetector):
+                raws[a.spec.name] = (a, *_raw(det, model, a.images))
+        if isinstance(det, UniformDetector):
+            rows += _transductive_rows(context, name, det, model, id_test, raws, extra)
+        np.savez_compressed(folder / "scores" / f"{model_name}-seed{seed}-{name}.npz", **scores)
+        with open(folder / "results.jsonl", "a") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+
+
+def _raw(
+    det: UniformDetector, model: nn.Module, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    raws, preds = [], []
+    with torch.no_grad():
+        for xb in x.split(512):
+            r, p = det.raw_scores(model.eval(), xb)
+            raws.append(r)
+            preds.append(p)
+    return torch.cat(raws), torch.cat(preds)
+
+
+def _transductive_rows(context, name, det, model, id_test, raws, extra) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """The paper's protocol: min–max constants over the evaluation scores (ID test ∪ the set)."""
+    raw_id, p_id = _raw(det, model, id_test.as_float())
+    rows = []
+    for a, raw, p in raws.values():
+        both = transductive_scores(det, torch.cat([raw_id, raw]), torch.cat([p_id, p]))
+        s_id, s = both[: len(raw_id)], both[len(raw_id) :]
+        rows += _rows(
+            context, TRANSDUCTIVE, name, det.get_params(), a, s_id, p_id, s, p, None, extra
+        )
+    return rows
+
+
+def _rows(
+    context: dict[str, Any],
+    detector: str,
+    fitted: str,
+    params: dict[str, Any],
+    a: AnomalyData,
+    s_id: torch.Tensor,
+    p_id: torch.Tensor,
+    s: torch.Tensor,
+    p: torch.Tensor,
+    flagged: float | None,
+    extra: dict[str, Any],
+) -> list[dict[str, Any]]:
+    values = metrics.summarize(s_id, s, p_id, p)
+    if flagged is not None:
+        values["flagged_by_thresholds"] = flagged
+    base = {
+        **context,
+        "detector": detector,
+        "fitted_detector": fitted,
+        "params": json.loads(json.dumps(params, default=str)),
+        "anomaly_set": a.spec.name,
+        "family": a.spec.family,
+        "n_anomaly": len(s),
+        "anomaly_info": a.info,
+        **extra,
+    }
+    return [{**base, "metric": k, "value": float(v)} for k, v in values.items()]

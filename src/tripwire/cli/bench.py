@@ -1,0 +1,55 @@
+"""`tripwire bench`: every registered detector against every anomaly set of a suite."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from tripwire.cli import app
+from tripwire.cli.options import CACHE_DIR, DATA_DIR
+
+_OUT = typer.Option(Path("results"), "--out", help="Folder for results.json and the reports.")
+_DETECTORS = typer.Option([], "--detector", help="Only these detectors (repeatable).")
+_MODELS = typer.Option([], "--model", help="Only these models of the suite (repeatable).")
+
+
+@app.command("bench")
+def bench_command(
+    suite: str = typer.Option("mnist-lenet", "--suite", help="Benchmark suite."),
+    out: Path = _OUT,
+    fast: bool = typer.Option(False, "--fast", help="Subsets and one seed: a quick check."),
+    seeds: str = typer.Option("0,1,2", help="Comma-separated seeds (model, attacks, fits)."),
+    detector: list[str] = _DETECTORS,
+    model: list[str] = _MODELS,
+    report_only: bool = typer.Option(False, help="Only rebuild the report from results.jsonl."),
+    data_dir: Path | None = DATA_DIR,
+    cache_dir: Path | None = CACHE_DIR,
+) -> None:
+    """Run a benchmark suite and write results.json, report.md and report.html.
+
+    Interrupted runs resume: rows already in <out>/results.jsonl are not recomputed.
+    """
+    from tripwire.bench import DEVIATIONS, get_suite, run_suite, write_report
+
+    s = get_suite(suite)
+    seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    if fast and seeds == "0,1,2":
+        seed_list = [0]
+    if not report_only:
+        run_suite(
+            s,
+            out,
+            seeds=seed_list,
+            fast=fast,
+            detectors=detector or None,
+            models=model or None,
+            data_dir=data_dir,
+            cache_dir=cache_dir,
+        )
+    command = "tripwire " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    md = write_report(s, out, command, DEVIATIONS)
+    Console().print(f"report: {md} and {md.with_suffix('.html')}")
