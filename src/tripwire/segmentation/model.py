@@ -62,8 +62,8 @@ def train_segmenter(
     data: SegmentationSet,
     *,
     epochs: int = 3,
-    batch_size: int = 64,
-    lr: float = 3e-3,
+    batch_size: int = 16,
+    lr: float = 5e-3,
     width: int = 8,
     seed: int = 0,
 ) -> TinyUNet:
