@@ -53,7 +53,7 @@ from torch import nn
 
 from tripwire.data.base import ImageSet
 from tripwire.detectors.base import DataLike, Detector
-from tripwire.detectors.daain_mask import SubsampleMask, key_fingerprint, new_key
+from tripwire.detectors.daain_mask import LayerPoints, SubsampleMask, key_fingerprint, new_key
 from tripwire.detectors.hbos import Hbos
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import FormatError, InvalidInputError, NotFittedError
@@ -150,9 +150,10 @@ class _Gather:
             for h in handles:
                 h.remove()
 
-    def _hook(self, points):  # type: ignore[no-untyped-def]
+    def _hook(self, points: LayerPoints):  # type: ignore[no-untyped-def]
         def fn(_module: nn.Module, _inputs: object, output: object) -> None:
             out = output[0] if isinstance(output, tuple | list) else output
+            assert isinstance(out, torch.Tensor)
             self.values[points.layer] = points.gather(out.detach().flatten(1).float())
 
         return fn
@@ -284,7 +285,7 @@ class DaainDetector(Detector):
                     f"a N×C×H×W or N×D output; candidates: {', '.join(shapes_all)}"
                 )
         self.layer_shapes_ = {n: shapes_all[n] for n in names}
-        self._key = self.key if self.key is not None else new_key()
+        self._key: str | None = self.key if self.key is not None else new_key()
         self.key_fingerprint_ = key_fingerprint(self._key)
         self._key_file: str | None = None
         self.mask_ = self._make_mask()
@@ -319,6 +320,7 @@ class DaainDetector(Detector):
         res = (
             None if self.resolution is None else (int(self.resolution[0]), int(self.resolution[1]))
         )
+        assert self._key is not None
         return SubsampleMask.from_key(self._key, self.layer_shapes_, self.n_points, res)
 
     def _new_flow(self, features: int) -> zuko.flows.Flow:
@@ -504,6 +506,7 @@ class DaainDetector(Detector):
         target = Path(key_path) if key_path is not None else folder / KEY_NAME
         self._key_file = str(target.resolve())
         out = super().save(folder)
+        assert self._key is not None  # _check_key
         write_key(target, self._key)
         return out
 
