@@ -15,6 +15,7 @@ from tripwire.models.zoo import (
     get_recipe,
     list_models,
     model_dir,
+    outlier_exposure_name,
     read_card,
     recipe_matches,
     train_model,
@@ -47,22 +48,41 @@ def train_command(
     force: bool = typer.Option(
         False, "--force", help="Retrain from scratch even if the cache holds the model."
     ),
+    outlier_exposure: str | None = typer.Option(
+        None,
+        "--outlier-exposure",
+        metavar="SET",
+        help="Fine-tune the trained model (same seed) with Outlier Exposure on SET (a data "
+        "source name or an .npz path) and store it as the zoo's OE twin, e.g. lenet-mnist-oe.",
+    ),
 ) -> None:
     """Train a zoo model with its fixed recipe and seed; store weights (safetensors) + card."""
     console = Console()
+    if outlier_exposure is not None:
+        name = outlier_exposure_name(name)
     recipe = get_recipe(name)
     folder = model_dir(name, seed, cache_dir)
     card = None if force else read_card(name, seed, cache_dir)
+    if card is not None and outlier_exposure is not None:
+        stored_set = card.get("outlier_exposure", {}).get("outlier_set")
+        card = card if stored_set == outlier_exposure else None  # another set: train anew
     if card is not None:
         console.print(
             f"{name} (seed {seed}) is already trained: test accuracy "
             f"[bold]{card['test_accuracy']:.2%}[/] — in {folder} (use --force to retrain)"
         )
         return
-    console.print(
-        f"training [bold]{name}[/] ({recipe.description}) on {recipe.source}, seed {seed}, "
-        f"{epochs or recipe.epochs} epochs"
-    )
+    if outlier_exposure is not None:
+        console.print(
+            f"fine-tuning [bold]{recipe.base}[/] (seed {seed}) with Outlier Exposure on "
+            f"{outlier_exposure} (λ = {recipe.outlier_weight}), {epochs or recipe.epochs} epochs "
+            f"→ {name}"
+        )
+    else:
+        console.print(
+            f"training [bold]{name}[/] ({recipe.description}) on {recipe.source}, seed {seed}, "
+            f"{epochs or recipe.epochs} epochs"
+        )
     if not force and (folder / CHECKPOINT_DIR / "state.json").is_file():
         console.print(f"resuming the interrupted run from {folder / CHECKPOINT_DIR}")
     _, card = train_model(
@@ -73,11 +93,17 @@ def train_command(
         cache_dir=cache_dir,
         progress=progress_enabled(),
         resume=not force,
+        outlier_set=outlier_exposure,
     )
     for row in card["history"]:
+        outliers = f", outlier max-softmax {row['outlier_msp']:.3f}" if "outlier_msp" in row else ""
         console.print(
             f"  epoch {int(row['epoch']):>3}: train loss {row['train_loss']:.4f}, "
-            f"test accuracy {row['test_accuracy']:.2%}  ({row['seconds']:.0f} s)"
+            f"test accuracy {row['test_accuracy']:.2%}{outliers}  ({row['seconds']:.0f} s)"
+        )
+    if "base_model" in card:
+        console.print(
+            f"{recipe.base} (plain): test accuracy {card['base_model']['test_accuracy']:.2%}"
         )
     console.print(
         f"{name}: test accuracy [bold]{card['test_accuracy']:.2%}[/] "

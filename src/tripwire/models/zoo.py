@@ -8,6 +8,7 @@ training time, date). Loading reads safetensors only and checks the weights agai
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -71,6 +72,12 @@ class Recipe:
             `train_classifier`.
         half_precision: store the weights as float16 (the large CIFAR models).
         paper_accuracy: the test accuracy Zhao et al. report for this model, if any.
+        base: for an Outlier Exposure twin (see `outlier_exposure_twin`): the zoo model it is
+            fine-tuned from (same seed); epochs, batch_size, lr and augment_shift then describe
+            the fine-tuning.
+        outlier_set: the twin's auxiliary outliers (a data source name or an .npz path).
+        outlier_weight: λ of the OE loss.
+        outlier_batch_size: outliers per step (None: twice `batch_size`).
     """
 
     name: str
@@ -88,6 +95,10 @@ class Recipe:
     half_precision: bool = False
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     paper_accuracy: float | None = None
+    base: str | None = None
+    outlier_set: str | None = None
+    outlier_weight: float = 0.5
+    outlier_batch_size: int | None = None
 
     def build(self, seed: int = 0) -> nn.Module:
         """A freshly initialised model; the initialisation follows `seed` (drawn inside
@@ -96,9 +107,11 @@ class Recipe:
             torch.manual_seed(seed)
             return self.builder(num_classes=self.num_classes, **self.model_kwargs)
 
-    def hyperparameters(self, epochs: int | None = None) -> dict[str, Any]:
+    def hyperparameters(
+        self, epochs: int | None = None, outlier_set: str | None = None
+    ) -> dict[str, Any]:
         """The recipe as JSON-ready values (what the card records and compares)."""
-        return {
+        values = {
             "architecture": getattr(self.builder, "__name__", str(self.builder)),
             "model_kwargs": dict(self.model_kwargs),
             "source": self.source,
@@ -112,6 +125,13 @@ class Recipe:
             "optimizer": OPTIMIZER_NAMES[self.optimizer] + " + OneCycleLR",
             "half_precision": self.half_precision,
         }
+        if self.base is not None:  # an Outlier Exposure twin
+            values["optimizer"] = OPTIMIZER_NAMES[self.optimizer] + " + cosine annealing"
+            values["fine_tuned_from"] = self.base
+            values["outlier_set"] = outlier_set or self.outlier_set
+            values["outlier_weight"] = self.outlier_weight
+            values["outlier_batch_size"] = self.outlier_batch_size or 2 * self.batch_size
+        return values
 
 
 _RECIPES: dict[str, Recipe] = {}
@@ -208,6 +228,65 @@ register_recipe(
 )
 
 
+def outlier_exposure_twin(
+    base: str,
+    outlier_set: str = "font-letters-kz",
+    *,
+    epochs: int = 2,
+    lr: float = 5e-4,
+    outlier_weight: float = 0.5,
+    outlier_batch_size: int | None = None,
+    name: str | None = None,
+) -> Recipe:
+    """The recipe of zoo model `base` fine-tuned with Outlier Exposure (Hendrycks et al. 2019,
+    loss ``CE(f(x_in), y) + λ · mean_out CE(f(x_out), U)``, see
+    `tripwire.models.outlier_exposure`): training it loads the plain `base` of the same seed
+    (training that first if needed) and fine-tunes it with Adam for `epochs` epochs. Named
+    ``<base>-oe`` unless `name` is given; pass it to `register_recipe` to add it to the zoo.
+
+    Example:
+        >>> outlier_exposure_twin("lenet-mnist").name
+        'lenet-mnist-oe'
+    """
+    plain = get_recipe(base)
+    return dataclasses.replace(
+        plain,
+        name=name or f"{base}-oe",
+        description=f"{base} + Outlier Exposure on {outlier_set}",
+        epochs=epochs,
+        lr=lr,
+        optimizer="adam",
+        paper_accuracy=None,
+        base=base,
+        outlier_set=outlier_set,
+        outlier_weight=outlier_weight,
+        outlier_batch_size=outlier_batch_size,
+    )
+
+
+def outlier_exposure_name(base: str) -> str:
+    """The name of the registered Outlier Exposure twin of zoo model `base`.
+
+    Raises:
+        UnknownModelError: the zoo has no OE twin of `base`.
+    """
+    get_recipe(base)
+    for name, recipe in sorted(_RECIPES.items()):
+        if recipe.base == base and recipe.outlier_set is not None:
+            return name
+    raise UnknownModelError(
+        f"the zoo has no Outlier Exposure twin of {base!r}; register one with "
+        "register_recipe(outlier_exposure_twin(...))"
+    )
+
+
+# One epoch with as many outliers as digits per step (the paper: 2× as many, 10 epochs) keeps the
+# fine-tuning affordable on a shared CPU; see docs/benchmarks.md, "Outlier Exposure".
+register_recipe(
+    outlier_exposure_twin("lenet-mnist", "font-letters-kz", epochs=1, outlier_batch_size=128)
+)
+
+
 def model_dir(name: str, seed: int = 0, cache_dir: str | Path | None = None) -> Path:
     """``<cache>/models/<name>-seed<seed>``, where the zoo keeps that model's weights and card."""
     return resolve_cache_dir(cache_dir) / "models" / f"{name}-seed{seed}"
@@ -275,6 +354,7 @@ def train_model(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     resume: bool = True,
+    outlier_set: str | Path | None = None,
 ) -> tuple[nn.Module, dict]:
     """Train zoo model `name` with its recipe and store weights + card in the cache.
 
@@ -291,6 +371,9 @@ def train_model(
         cache_dir: where to store the model (default: `tripwire.paths.cache_dir()`).
         progress: show progress bars.
         resume: continue an interrupted run from its checkpoint (False: start afresh).
+            Outlier Exposure twins are not checkpointed (their fine-tuning is short).
+        outlier_set: for an Outlier Exposure twin, use this auxiliary set (source name or
+            .npz path) instead of the recipe's; recorded in the card.
 
     Returns:
         The trained model in eval mode, and its card.
@@ -308,27 +391,43 @@ def train_model(
             f"{name}: expects images {recipe.input_shape}, source {recipe.source!r} gives "
             f"{train_set.image_shape}"
         )
-    model = recipe.build(seed)
     n_epochs = recipe.epochs if epochs is None else epochs
     folder = model_dir(name, seed, cache_dir)
     checkpoint = folder / CHECKPOINT_DIR
     if not resume and checkpoint.exists():
         shutil.rmtree(checkpoint)
     logger.info("training %s (seed %d, %d epochs) on %s", name, seed, n_epochs, train_set.name)
-    result = train_classifier(
-        model,
-        train_set,
-        test_set,
-        epochs=n_epochs,
-        batch_size=recipe.batch_size,
-        lr=recipe.lr,
-        seed=seed,
-        augment_shift=recipe.augment_shift,
-        weight_decay=recipe.weight_decay,
-        optimizer=recipe.optimizer,
-        progress=progress,
-        checkpoint=checkpoint,
-    )
+    extra: dict[str, Any] = {}
+    if recipe.base is not None:
+        from tripwire.models.outlier_exposure import fine_tune_twin
+
+        model, result, extra = fine_tune_twin(
+            recipe,
+            train_set,
+            test_set,
+            seed=seed,
+            epochs=n_epochs,
+            outlier_set=outlier_set,
+            data_dir=data_dir,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
+    else:
+        model = recipe.build(seed)
+        result = train_classifier(
+            model,
+            train_set,
+            test_set,
+            epochs=n_epochs,
+            batch_size=recipe.batch_size,
+            lr=recipe.lr,
+            seed=seed,
+            augment_shift=recipe.augment_shift,
+            weight_decay=recipe.weight_decay,
+            optimizer=recipe.optimizer,
+            progress=progress,
+            checkpoint=checkpoint,
+        )
     accuracy = result.test_accuracy
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CARD_FILE).unlink(missing_ok=True)  # no card ever describes other weights
@@ -345,7 +444,9 @@ def train_model(
         "seed": seed,
         "test_accuracy": accuracy,
         "test_accuracy_before_rounding": result.test_accuracy,
-        "recipe": recipe.hyperparameters(n_epochs),
+        "recipe": recipe.hyperparameters(
+            n_epochs, None if outlier_set is None else str(outlier_set)
+        ),
         "train_data": {
             "name": train_set.name,
             "n": len(train_set),
@@ -358,6 +459,7 @@ def train_model(
         "training_seconds": round(result.seconds, 1),
         "history": result.history,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        **extra,
     }
     tmp_card = folder / f".{CARD_FILE}.{os.getpid()}.tmp"
     tmp_card.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
