@@ -87,7 +87,8 @@ def main() -> None:
             s_adv = det.score(model, adv)  # type: ignore[attr-defined]
             row[name] = metrics.auroc(s_id, s_adv)
         rows.append(row)
-        print(f"# {kind}: {time.time() - t:.0f} s", flush=True)
+        cells = ", ".join(f"{k} {100 * row[k]:.1f}" for k in detectors)
+        print(f"# {kind} ({time.time() - t:.0f} s): {cells}", flush=True)
 
     names = list(detectors)
     print("\n| attack | clean/adv | success | " + " | ".join(names) + " |")
