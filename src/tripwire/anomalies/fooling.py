@@ -98,7 +98,7 @@ class FoolingEA(_Fooling):
 
     Defaults keep the paper's population 50, crossover 0.015, 10 % promotion and N(0, 2.5²)
     start, but not its mutation 0.05 / 200 generations: with those (and sferes' η = 15, tournament
-    2) the champions on the zoo-style LeNet stayed at 0.38–0.998 after 200 generations; with
+    2) the champions on a 1-epoch LeNet stayed at 0.38–0.998 after 200 generations; with
     mutation 0.01, η = 1, tournament 4 and up to 1,000 generations every tested class reaches
     ≥ 0.9999. Pass ``mutation=0.05, eta=15.0, tournament=2, generations=200`` for the paper's.
 
