@@ -10,6 +10,7 @@ Nothing is cached: every kind is generated afresh (that is what is being timed).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -40,24 +41,30 @@ def main() -> None:
     test = load_source(recipe.source, "test", args.data_dir).subset(slice(0, args.n))
     x, y = test.as_float(), test.require_labels()
     print(f"{args.model}: {len(x)} test images, torch threads {torch.get_num_threads()}")
-    print(f"{'kind':<18}{'seconds':>9}{'attacked':>10}{'success':>9}{'linf':>8}{'l2':>8}{'l0':>8}")
-    total = 0.0
+    head = f"{'kind':<18}{'seconds':>9}{'cpu s':>8}{'attacked':>10}{'success':>9}"
+    print(head + f"{'linf':>8}{'l2':>8}{'l0':>8}")
+    total = total_cpu = 0.0
     for kind in args.kinds.split(","):
         gen = get_generator(kind)
         if not gen.needs_inputs:
             gen = get_generator(kind, n=len(x), shape=list(recipe.input_shape))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         s = (
             gen.generate(model, x, y, seed=args.seed)
             if gen.needs_inputs
             else gen.generate(model, None, None, seed=args.seed)
         )
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         total += dt
+        total_cpu += cpu
         m = s.summary()
         norms = "".join(f"{m.get('mean_' + k, float('nan')):>8.3f}" for k in ("linf", "l2", "l0"))
-        print(f"{kind:<18}{dt:>9.1f}{m['n']:>10}{m['success_rate']:>9.1%}{norms}", flush=True)
-    print(f"{'total':<18}{total:>9.1f}")
+        line = f"{kind:<18}{dt:>9.1f}{cpu:>8.1f}{m['n']:>10}{m['success_rate']:>9.1%}{norms}"
+        if "target_rate" in m:
+            line += f"   (target reached: {m['target_rate']:.1%})"
+        print(line, flush=True)
+    print(f"{'total':<18}{total:>9.1f}{total_cpu:>8.1f}")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
