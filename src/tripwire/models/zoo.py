@@ -252,7 +252,7 @@ def outlier_exposure_twin(
     return dataclasses.replace(
         plain,
         name=name or f"{base}-oe",
-        description=f"{base} + Outlier Exposure on {outlier_set}",
+        description=f"{base} + OE ({outlier_set})",
         epochs=epochs,
         lr=lr,
         optimizer="adam",
