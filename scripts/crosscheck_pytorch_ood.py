@@ -125,9 +125,7 @@ def main() -> None:
     ours = create_detector("mahalanobis").fit(model, train).score(model, x)
     n = len(train)
     report("Mahalanobis (Ledoit-Wolf)", ours, theirs * 2 * n, n_id, "(theirs × 2N)")
-    # The same estimator as theirs: OAS/LW shrinkage off is not an option here, so compare with
-    # the unshrunk distances computed from their own precision to isolate the shrinkage effect.
-    print(f"  Ledoit-Wolf shrinkage on these {n} logits: see docs/benchmarks.md")
+    # The rest of the gap is the Ledoit–Wolf shrinkage of ours (small on 60,000 10-D logits).
 
 
 if __name__ == "__main__":
