@@ -81,7 +81,10 @@ def test_batch_size_invariance(fitted: Detector, world: dict[str, Any]) -> None:
     x = torch.cat([world["test"][:50], world["shift"][:20]])
     a = fitted.score(world["model"], x, batch_size=256)
     b = fitted.score(world["model"], x, batch_size=7)
-    torch.testing.assert_close(a, b, **FLOAT32)
+    # Convolutions pick other kernels for other batch sizes, so logits differ in the last bits;
+    # a score may amplify that (e.g. −log max-softmax of a confident net). Batch-dependent
+    # scoring (BatchNorm in train mode, batch statistics) shows up orders of magnitude larger.
+    torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
 
 
 def test_same_seed_same_scores(fitted: Detector, world: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from tripwire.errors import FormatError, InvalidInputError
+from tripwire.features import model_device
 
 FORMAT = "tripwire-anomaly-set"
 FORMAT_VERSION = 1
@@ -282,15 +283,6 @@ def check_labels(y: torch.Tensor | None, n: int, name: str) -> torch.Tensor:
             f"{name}: y must be integer labels of shape ({n},), got {y.dtype} {tuple(y.shape)}"
         )
     return y.to(torch.int64)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (or buffer); CPU for a parameter-free model."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
 
 
 @contextmanager

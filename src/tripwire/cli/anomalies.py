@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,37 +11,12 @@ from rich.table import Table
 
 from tripwire.anomalies import list_generators, make_anomalies
 from tripwire.cli import app
-from tripwire.errors import InvalidInputError
+from tripwire.cli.options import CACHE_DIR, DATA_DIR, PARAM, parse_params
 
 anomalies_app = typer.Typer(help="Anomaly generators: attacks, noise and fooling images.")
 app.add_typer(anomalies_app, name="anomalies")
 
 _OUT = typer.Option(..., "--out", help="Output .npz file.")
-_PARAM = typer.Option([], "--param", help="Override a default: key=value (repeatable).")
-_DATA_DIR = typer.Option(
-    None,
-    "--data-dir",
-    help="Data directory (default: $TRIPWIRE_DATA, else ~/.cache/tripwire/data).",
-)
-_CACHE_DIR = typer.Option(
-    None, "--cache-dir", help="Cache directory (default: $TRIPWIRE_CACHE, else ~/.cache/tripwire)."
-)
-
-
-def parse_params(items: list[str]) -> dict[str, Any]:
-    """``key=value`` strings → dict; values are read as JSON when they parse (0.3, true, [1, 2]),
-    else kept as strings."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise InvalidInputError(f"--param expects key=value, got {item!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out[key.strip().replace("-", "_")] = value
-    return out
 
 
 @anomalies_app.command("make")
@@ -52,9 +26,9 @@ def make_command(
     n: int = typer.Option(1000, "--n", min=1, help="Test images to attack / images to make."),
     out: Path = _OUT,
     seed: int = typer.Option(0, "--seed", help="Seed of the generator."),
-    param: list[str] = _PARAM,
-    data_dir: Path | None = _DATA_DIR,
-    cache_dir: Path | None = _CACHE_DIR,
+    param: list[str] = PARAM,
+    data_dir: Path | None = DATA_DIR,
+    cache_dir: Path | None = CACHE_DIR,
     no_cache: bool = typer.Option(False, "--no-cache", help="Regenerate; do not use the cache."),
 ) -> None:
     """Make anomalies for a zoo model; attacks use the first N test images of its data set."""

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tripwire.cli import app
+from tripwire.cli.options import DATA_DIR
 from tripwire.data import ImageSet, get_source, list_sources, load_user_data
 from tripwire.paths import data_dir as resolve_data_dir
 
@@ -19,19 +20,13 @@ data_app = typer.Typer(
     no_args_is_help=True,
 )
 
-_DATA_DIR = typer.Option(
-    None,
-    "--data-dir",
-    help="Data directory (default: $TRIPWIRE_DATA, else ~/.cache/tripwire/data).",
-)
-
 
 def _status(present: bool | None) -> str:
     return {True: "[green]present[/]", False: "[red]missing[/]", None: "[yellow]?[/]"}[present]
 
 
 @data_app.command("list")
-def list_command(data_dir: Path | None = _DATA_DIR) -> None:
+def list_command(data_dir: Path | None = DATA_DIR) -> None:
     """Show every data source: splits, sizes, shape, origin, and whether its files are here."""
     root = resolve_data_dir(data_dir)
     table = Table(title=f"tripwire data sources (data dir: {root})", show_lines=True)
@@ -105,7 +100,7 @@ def preview_command(
     ] = None,
     n: Annotated[int, typer.Option("--n", min=1, max=1024, help="How many images to show.")] = 64,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random sample shown.")] = 0,
-    data_dir: Path | None = _DATA_DIR,
+    data_dir: Path | None = DATA_DIR,
 ) -> None:
     """Save a grid of sample images of a data source (or of your own data) as a PNG."""
     images = _load_for_preview(name, split, data_dir)

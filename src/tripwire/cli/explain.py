@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from tripwire.cli import app
+from tripwire.cli.options import CACHE_DIR, DATA_DIR
 from tripwire.data.user import load_user_data
 from tripwire.detectors.feature_response import local_entropy
 from tripwire.errors import InvalidInputError
@@ -36,8 +37,6 @@ def _response_picture(r: torch.Tensor) -> torch.Tensor:
 
 _INPUT = typer.Option(..., "--input", help="Images: .npz/.npy, an image file or a folder.")
 _OUT = typer.Option(..., "--out", help="Folder for the PNGs (created).")
-_DATA_DIR = typer.Option(None, "--data-dir", help="Data directory (used to train the model).")
-_CACHE_DIR = typer.Option(None, "--cache-dir", help="Cache directory (models, attacks).")
 
 
 @app.command("explain")
@@ -51,8 +50,8 @@ def explain_command(
     ),
     window: int = typer.Option(5, "--window", min=2, help="Window side for the local entropy."),
     seed: int = typer.Option(0, "--seed", help="Seed of the attack."),
-    data_dir: Path | None = _DATA_DIR,
-    cache_dir: Path | None = _CACHE_DIR,
+    data_dir: Path | None = DATA_DIR,
+    cache_dir: Path | None = CACHE_DIR,
 ) -> None:
     """Write PNGs of original vs guided-backprop response map (and adversarial, with --attack)."""
     import matplotlib

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tripwire.cli import app
+from tripwire.cli.options import CACHE_DIR, DATA_DIR
 from tripwire.errors import FormatError
 from tripwire.models.zoo import (
     CHECKPOINT_DIR,
@@ -26,15 +27,6 @@ from tripwire.progress import progress_enabled
 models_app = typer.Typer(help="The model zoo: reference classifiers and their training.")
 app.add_typer(models_app, name="models")
 
-_DATA_DIR = typer.Option(
-    None,
-    "--data-dir",
-    help="Data directory (default: $TRIPWIRE_DATA, else ~/.cache/tripwire/data).",
-)
-_CACHE_DIR = typer.Option(
-    None, "--cache-dir", help="Cache directory (default: $TRIPWIRE_CACHE, else ~/.cache/tripwire)."
-)
-
 
 @app.command("train")
 def train_command(
@@ -43,8 +35,8 @@ def train_command(
         None, "--epochs", min=1, help="Override the recipe's epochs."
     ),
     seed: int = typer.Option(0, "--seed", help="Training seed (also names the stored copy)."),
-    data_dir: Path | None = _DATA_DIR,
-    cache_dir: Path | None = _CACHE_DIR,
+    data_dir: Path | None = DATA_DIR,
+    cache_dir: Path | None = CACHE_DIR,
     force: bool = typer.Option(
         False, "--force", help="Retrain from scratch even if the cache holds the model."
     ),
@@ -115,7 +107,7 @@ def train_command(
 
 @models_app.command("list")
 def list_command(
-    cache_dir: Path | None = _CACHE_DIR,
+    cache_dir: Path | None = CACHE_DIR,
     seed: int = typer.Option(0, "--seed", help="Which trained copy to look for."),
 ) -> None:
     """Show every zoo model, whether it is trained in the cache and its recorded accuracy."""

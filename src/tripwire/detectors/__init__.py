@@ -4,6 +4,7 @@ Importing this package registers every detector.
 """
 
 from tripwire.detectors import (  # noqa: F401  (registers)
+    daain,
     elo,
     energy,
     feature_response,
@@ -14,8 +15,8 @@ from tripwire.detectors import (  # noqa: F401  (registers)
     msp,
     odin,
     uniform,
+    uniform_plus,
 )
-from tripwire.detectors import daain  # noqa: F401  (registers)
 from tripwire.detectors.base import Detector, check_images
 from tripwire.detectors.feature_response import FeatureResponseDetector
 from tripwire.detectors.fingerprints import FingerprintDetector
@@ -27,6 +28,7 @@ from tripwire.detectors.registry import (
     register_detector,
 )
 from tripwire.detectors.uniform import UniformDetector
+from tripwire.detectors.uniform_plus import UniformPlusDetector
 
 __all__ = [
     "DEFAULT_DETECTOR",
@@ -34,6 +36,7 @@ __all__ = [
     "FeatureResponseDetector",
     "FingerprintDetector",
     "UniformDetector",
+    "UniformPlusDetector",
     "check_images",
     "create_detector",
     "get_detector_class",

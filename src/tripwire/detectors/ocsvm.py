@@ -104,18 +104,29 @@ class ClassConditionalOCSVM:
             self.fitted.to(device),
         )
 
-    def score(self, features: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """Anomaly score −f_c(z) of each row under the SVM of its class c (higher = anomalous).
+    def score(
+        self, features: torch.Tensor, classes: torch.Tensor, log_domain: bool = False
+    ) -> torch.Tensor:
+        """Anomaly score (float64) of each row under the SVM of its class c (higher = anomalous).
 
-        One matrix product per class present: ‖z − sv‖² = ‖z‖² + ‖sv‖² − 2 z·sv.
+        −f_c(z), or with `log_domain` −log f_c(z) = −logsumexp_j(log α_j − γ‖z − sv_j‖²): the same
+        order, but it keeps growing with the distance where f underflows to 0 (far anomalies
+        then stay distinguishable instead of tying at 0). One matrix product per class present:
+        ‖z − sv‖² = ‖z‖² + ‖sv‖² − 2 z·sv.
         """
-        out = torch.empty(len(features), dtype=features.dtype, device=features.device)
+        out = torch.empty(len(features), dtype=torch.float64, device=features.device)
         for c in torch.unique(classes).tolist():
             rows = classes == c
-            z = (features[rows] - self.mean[c]) / self.scale[c]
-            sv = self.support[c]
+            # float64: the expansion cancels badly in float32 near the support vectors
+            z = ((features[rows] - self.mean[c]) / self.scale[c]).double()
+            sv, coef = self.support[c].double(), self.coef[c].double()
+            gamma = self.gamma[c].double()
             sq = (z.square().sum(1, keepdim=True) + sv.square().sum(1) - 2 * z @ sv.T).clamp_min(0)
-            out[rows] = -(torch.exp(-self.gamma[c] * sq) @ self.coef[c])
+            if log_domain:
+                s = -torch.logsumexp(torch.log(coef) - gamma * sq, dim=1)
+            else:
+                s = -(torch.exp(-gamma * sq) @ coef)
+            out[rows] = s
         return out
 
     def tensors(self, prefix: str) -> dict[str, torch.Tensor]:

@@ -55,6 +55,8 @@ class UniformDetector(Detector):
     """
 
     name = "uniform"
+    # The paper's scores −f (sklearn's score_samples); variants may use −log f.
+    log_domain_scores = False
 
     def __init__(
         self,
@@ -77,10 +79,13 @@ class UniformDetector(Detector):
         self.seed = seed
 
     def _validate_params(self) -> None:
-        if not 0.0 < self.nu <= 1.0:
-            raise ValueError(f"nu must be in (0, 1], got {self.nu}")
         if len(self.betas) != 2 or min(self.betas) < 0:
             raise ValueError(f"betas must be two non-negative weights, got {self.betas}")
+        self._validate_svm_params()
+
+    def _validate_svm_params(self) -> None:
+        if not 0.0 < self.nu <= 1.0:
+            raise ValueError(f"nu must be in (0, 1], got {self.nu}")
         if self.pooling not in POOLINGS or self.pooling == "none":
             raise ValueError(f"pooling must be 'mean', 'max' or 'meanstd', got {self.pooling!r}")
         if not 0.0 < self.holdout_fraction < 1.0:
@@ -108,7 +113,11 @@ class UniformDetector(Detector):
             fit.logits[keep], pred, k, nu=self.nu, gamma=self.gamma
         )
         raw, held_pred = self._raw_scores_of(model, held_set)
-        self.low_, self.high_ = _per_class_min_max(raw, held_pred, k)
+        self._fit_normalisation(raw, held_pred)
+
+    def _fit_normalisation(self, raw: torch.Tensor, pred: torch.Tensor) -> None:
+        """Min–max constants per class and layer from held-out ID raw scores."""
+        self.low_, self.high_ = _per_class_min_max(raw, pred, self.num_classes_)
 
     def _choose_layer(
         self, model: nn.Module, fit_set: ImageSet, held_set: ImageSet, anomalies: ImageSet | None
@@ -150,25 +159,40 @@ class UniformDetector(Detector):
         with LayerTap(model, [self.layer_], self.pooling) as tap:
             logits = model(x)
         pred = logits.argmax(dim=1)
-        s_mdl = self.svm_mdl_.to(device).score(tap.outputs[self.layer_], pred)
-        s_logit = self.svm_logit_.to(device).score(logits, pred)
-        return torch.stack([s_mdl, s_logit], dim=1), pred
+        log = self.log_domain_scores
+        s_mdl = self.svm_mdl_.to(device).score(tap.outputs[self.layer_], pred, log)
+        s_logit = self.svm_logit_.to(device).score(logits, pred, log)
+        extra = [e.double() for e in self._extra_components(logits)]
+        return torch.stack([s_mdl, s_logit, *extra], dim=1), pred
+
+    def _extra_components(self, logits: torch.Tensor) -> list[torch.Tensor]:
+        """Further raw scores computed from the logits (none for the paper's detector)."""
+        return []
 
     def _score_batch(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raw, pred = self.raw_scores(model, x)
-        low, high = self.low_.to(x.device)[pred], self.high_.to(x.device)[pred]
+        return self._combine(raw, pred), pred
+
+    def _combine(self, raw: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        """g = β1·minmax(s_MDL) + β2·minmax(s_logit), with the constants of the predicted class."""
+        low, high = self.low_.to(raw.device)[pred], self.high_.to(raw.device)[pred]
         normed = (raw - low) / (high - low)
-        betas = torch.tensor(list(self.betas), dtype=normed.dtype, device=x.device)
-        return normed @ betas, pred
+        betas = torch.tensor(list(self.betas), dtype=normed.dtype, device=raw.device)
+        return normed @ betas
 
     # ------------------------------------------------------------------------------ state
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         return {
             **self.svm_mdl_.tensors("svm_mdl"),
             **self.svm_logit_.tensors("svm_logit"),
-            "low": self.low_,
-            "high": self.high_,
+            **self._normalisation_tensors(),
         }
+
+    def _normalisation_tensors(self) -> dict[str, torch.Tensor]:
+        return {"low": self.low_, "high": self.high_}
+
+    def _set_normalisation(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.low_, self.high_ = tensors["low"], tensors["high"]
 
     def _state_meta(self) -> dict[str, Any]:
         choice = self.layer_choice_
@@ -182,7 +206,7 @@ class UniformDetector(Detector):
     def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         self.svm_mdl_ = ClassConditionalOCSVM.from_tensors(tensors, "svm_mdl")
         self.svm_logit_ = ClassConditionalOCSVM.from_tensors(tensors, "svm_logit")
-        self.low_, self.high_ = tensors["low"], tensors["high"]
+        self._set_normalisation(tensors)
         self.layer_ = str(meta["layer"])
         c = meta.get("layer_choice")
         self.layer_choice_ = (

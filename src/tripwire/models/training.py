@@ -15,6 +15,7 @@ from torch import nn
 
 from tripwire.data.base import ImageSet
 from tripwire.errors import DataError
+from tripwire.features import model_device
 from tripwire.models.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from tripwire.progress import track
 
@@ -37,13 +38,6 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     finished: bool = True
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU for a model without any)."""
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
