@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export TRIPWIRE_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint bench-fast
 
 $(BIN)/tripwire: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,3 +26,6 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
+
+bench-fast: setup
+	$(BIN)/tripwire --quiet bench --suite mnist-lenet --fast --model lenet-mnist --out results/fast
