@@ -1,0 +1,121 @@
+"""`tripwire fit` / `tripwire score` end to end on the 8×8 digits, and `Guard`."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tripwire.cli import app
+from tripwire.data import load_source
+from tripwire.detectors import Detector
+from tripwire.errors import InvalidInputError, ModelMismatchError, NotFittedError
+from tripwire.guard import Guard
+from tripwire.models.zoo import load_model
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("det") / "det"
+    result = runner.invoke(app, ["fit", "--model", "cnn-digits8", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "layer choice" in result.output
+    return out
+
+
+def _npz(path: Path, x: np.ndarray) -> Path:
+    np.savez(path, x=x)
+    return path
+
+
+def test_score_writes_one_row_per_image(fitted: Path, tmp_path: Path) -> None:
+    test = load_source("digits8", "test")
+    digits = (test.as_float()[:100, 0].numpy() * 255).astype(np.uint8)
+    noise = np.random.default_rng(0).integers(0, 256, (50, 8, 8), dtype=np.uint8)
+    src = _npz(tmp_path / "x.npz", np.concatenate([digits, noise]))
+    out = tmp_path / "scores.csv"
+    result = runner.invoke(
+        app, ["score", "--detector", str(fitted), "--input", str(src), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["index", "predicted_class", "score", "is_anomaly"]
+    assert [int(r["index"]) for r in rows] == list(range(150))
+    flags = np.array([int(r["is_anomaly"]) for r in rows])
+    assert flags[:100].mean() < 0.2 and flags[100:].mean() > 0.8
+
+
+def test_score_resizes_images_of_another_size(fitted: Path, tmp_path: Path) -> None:
+    src = _npz(tmp_path / "big.npz", np.zeros((3, 28, 28, 3), dtype=np.uint8))
+    out = tmp_path / "s.csv"
+    result = runner.invoke(
+        app, ["score", "--detector", str(fitted), "--input", str(src), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(list(csv.DictReader(out.open()))) == 3
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"x": np.full((4, 8, 8), np.nan, dtype=np.float32)},
+        {"x": np.full((4, 8, 8), 2.0, dtype=np.float32)},
+        {"y": np.zeros(4)},
+        {"x": np.zeros((4,), dtype=np.uint8)},
+    ],
+    ids=["nan", "above-one", "no-x", "wrong-shape"],
+)
+def test_bad_input_is_refused_and_nothing_written(
+    fitted: Path, tmp_path: Path, content: dict[str, np.ndarray]
+) -> None:
+    src = tmp_path / "bad.npz"
+    np.savez(src, **content)
+    out = tmp_path / "scores.csv"
+    result = runner.invoke(
+        app, ["score", "--detector", str(fitted), "--input", str(src), "--out", str(out)]
+    )
+    assert result.exit_code != 0
+    assert not out.exists() and not list(tmp_path.glob(".scores.csv*"))
+
+
+def test_main_prints_one_line_and_exits_2(fitted: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "TRIPWIRE_PROGRESS": "0"}
+    cmd = [sys.executable, "-m", "tripwire", "score", "--detector", str(fitted)]
+    cmd += ["--input", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "o.csv")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert "missing.npz" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_guard_binds_model_and_detector(fitted: Path) -> None:
+    model = load_model("cnn-digits8")
+    det = Detector.load(fitted)
+    assert det.model_ref_["name"] == "cnn-digits8"
+    x = load_source("digits8", "test").as_float()[:20]
+    result = Guard(model, det)(x)
+    assert result.predicted.shape == result.scores.shape == result.is_anomaly.shape == (20,)
+    torch.testing.assert_close(result.scores, det.score(model, x))
+    with pytest.raises(InvalidInputError):
+        Guard(model, det)(x[:, :, :4])
+
+
+def test_guard_refuses_other_weights_and_uncalibrated(fitted: Path) -> None:
+    model = load_model("cnn-digits8")
+    det = Detector.load(fitted)
+    other = load_model("cnn-digits8")
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)
+    with pytest.raises(ModelMismatchError, match="cnn-digits8"):
+        Guard(other, det)
+    det.thresholds_ = None
+    with pytest.raises(NotFittedError):
+        Guard(model, det)
