@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from tripwire.cli import app
 from tripwire.data import load_source
-from tripwire.detectors import Detector
+from tripwire.detectors import Detector, list_detectors
 from tripwire.errors import InvalidInputError, ModelMismatchError, NotFittedError
 from tripwire.guard import Guard
 from tripwire.models.zoo import load_model
@@ -30,6 +30,20 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.exit_code == 0, result.output
     assert "layer choice" in result.output
     return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list_detectors())
+def test_fit_works_for_every_registered_detector(name: str, tmp_path: Path) -> None:
+    out = tmp_path / name
+    result = runner.invoke(
+        app, ["fit", "--model", "cnn-digits8", "--detector", name, "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    det = Detector.load(out)
+    assert det.name == name and det.thresholds_ is not None
+    if det.needs_anomalies:
+        assert "FGSM" in result.output
 
 
 def _npz(path: Path, x: np.ndarray) -> Path:

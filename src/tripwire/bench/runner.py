@@ -24,6 +24,7 @@ from torch import nn
 
 from tripwire import __version__, metrics
 from tripwire.anomalies import make_anomalies
+from tripwire.anomalies.fitting import fgsm_of_training_images
 from tripwire.bench.suites import AnomalySpec, Sizes, Suite
 from tripwire.data import load_source
 from tripwire.data.base import ImageSet
@@ -134,18 +135,6 @@ def _detector_params(name: str, seed: int) -> dict[str, Any]:
     return {"seed": seed} if "seed" in sig.parameters else {}
 
 
-def _fit_anomalies(
-    model: nn.Module, train: ImageSet, sizes: Sizes, seed: int, cache_dir
-) -> ImageSet:  # type: ignore[no-untyped-def]
-    """FGSM of training images (the paper's training anomalies for KD+BU and LID), with the
-    clean class as label."""
-    clean = train.take(sizes.fit_anomalies, seed=seed + 1)
-    adv = make_anomalies(
-        "fgsm", model, clean.as_float(), clean.require_labels(), seed=seed, cache_dir=cache_dir
-    ).successful()
-    return ImageSet("fgsm-of-training-images", adv.images, adv.labels)
-
-
 def run_suite(
     suite: Suite,
     out: str | Path,
@@ -223,7 +212,9 @@ def _run_one(
         anomalies = None
         if det.needs_anomalies:
             if fit_anomalies is None:
-                fit_anomalies = _fit_anomalies(model, train, sizes, seed, cache_dir)
+                fit_anomalies = fgsm_of_training_images(
+                    model, train, sizes.fit_anomalies, seed=seed, cache_dir=cache_dir
+                )
             anomalies = fit_anomalies
         start = time.perf_counter()
         try:

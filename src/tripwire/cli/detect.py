@@ -84,13 +84,17 @@ def fit_command(
     id_data = _load_data(data, "train", data_dir)
     fit_set, calib_set = id_data.split(calibration_fraction, seed=seed)
     det = create_detector(detector, **parse_params(param))
+    anomalies = None
     if det.needs_anomalies:
-        raise InvalidInputError(
-            f"{detector} needs anomalies to fit; use the Python API "
-            "(Detector.fit(model, data, anomalies=…)) or `tripwire bench`"
+        from tripwire.anomalies.fitting import fgsm_of_training_images
+
+        anomalies = fgsm_of_training_images(net, fit_set, 2000, seed=seed, cache_dir=cache_dir)
+        console.print(
+            f"{detector} fits on known anomalies: {len(anomalies)} FGSM (ε = 0.3) examples of "
+            "training images (as the paper trains KD+BU and LID)"
         )
     start = time.perf_counter()
-    det.fit(net, fit_set)
+    det.fit(net, fit_set, anomalies=anomalies)
     det.calibrate(net, calib_set, tpr=tpr)
     det.model_ref_ = ref.as_dict()
     det.save(out)
