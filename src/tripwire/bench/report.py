@@ -19,7 +19,7 @@ from tripwire.bench.runner import TRANSDUCTIVE
 from tripwire.bench.suites import Suite
 from tripwire.detectors import DEFAULT_DETECTOR
 from tripwire.report.markdown import table
-from tripwire.report.plots import histogram_figure, roc_figure
+from tripwire.report.plots import embedding_figure, histogram_figure, roc_figure
 
 # The paper's detector names → ours.
 PAPER_DETECTORS = {
@@ -82,6 +82,7 @@ def write_report(suite: Suite, out: str | Path, command: str, deviations: Sequen
     if paper is not None:
         parts.append(_paper_section(paper, agg, models, suite))
     parts.append(_figures(folder, models[0], seeds[0], sets))
+    parts.append(_embedding(folder, models[0], family))
     markdown_text = "\n\n".join(parts) + "\n"
     md = folder / "report.md"
     md.write_text(markdown_text)
@@ -208,6 +209,21 @@ def _figures(folder: Path, model: str, seed: int, sets: list[str]) -> str:
     return (
         f"## Figures ({DEFAULT_DETECTOR} detector, {model}, seed {seed})\n\n"
         "![ROC curves](roc.png)\n\n![score histograms](histograms.png)"
+    )
+
+
+def _embedding(folder: Path, model: str, family: dict[str, str]) -> str:
+    path = folder / f"embedding-{model}.npz"
+    if not path.exists():
+        return ""
+    data = np.load(path)
+    features = {k: data[k] for k in data.files}
+    png = f"embedding-{model}.png"
+    embedding_figure(features, family, folder / png, f"MDL features, {model} (t-SNE)")
+    return (
+        "## 2-D embedding of MDL features (t-SNE)\n\nThe uniform detector's MDL features of "
+        "ID test images and of each anomaly set (first seed), as the paper's figures 2–6.\n\n"
+        f"![embedding]({png})"
     )
 
 

@@ -243,14 +243,40 @@ def _run_one(
             rows += _rows(
                 context, name, name, det.get_params(), a, s_id, p_id, s, p, flagged, extra
             )
-            if isinstance(det, UniformDetector):
+            if type(det) is UniformDetector:  # the paper's detector, not its variants
                 raws[a.spec.name] = (a, *_raw(det, model, a.images))
-        if isinstance(det, UniformDetector):
+        if type(det) is UniformDetector:
             rows += _transductive_rows(context, name, det, model, id_test, raws, extra)
+            if not (folder / f"embedding-{model_name}.npz").exists():  # first seed run
+                _save_mdl_features(folder, model_name, det, model, id_test, sets)
         np.savez_compressed(folder / "scores" / f"{model_name}-seed{seed}-{name}.npz", **scores)
         with open(folder / "results.jsonl", "a") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
+
+
+def _save_mdl_features(
+    folder: Path,
+    model_name: str,
+    det: UniformDetector,
+    model: nn.Module,
+    id_test: ImageSet,
+    sets: list[AnomalyData],
+    per_set: int = 150,
+) -> None:
+    """MDL features (the uniform detector's layer and pooling) of some ID test images and of
+    each anomaly set, for the report's 2-D embedding (the paper's figures 2–6)."""
+    from tripwire.features import extract_features
+
+    g = torch.Generator().manual_seed(0)
+    parts = {"ID": id_test.as_float()[torch.randperm(len(id_test), generator=g)[: 3 * per_set]]}
+    for a in sets:
+        parts[a.spec.name] = a.images[torch.randperm(len(a.images), generator=g)[:per_set]]
+    arrays = {}
+    for name, x in parts.items():
+        feats = extract_features(model, x.split(512), [det.layer_], det.pooling)
+        arrays[name] = feats.layers[det.layer_].numpy()
+    np.savez_compressed(folder / f"embedding-{model_name}.npz", **arrays)
 
 
 def _raw(

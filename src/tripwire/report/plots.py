@@ -57,3 +57,32 @@ def histogram_figure(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
+
+
+def embedding_figure(
+    features: Mapping[str, np.ndarray], families: Mapping[str, str], path: Path, title: str
+) -> Path:
+    """2-D t-SNE (scikit-learn, seeded) of layer features: ID against each anomaly family, one
+    panel per family, as the paper's figures 2–6 (which used UMAP)."""
+    from sklearn.manifold import TSNE
+
+    names = list(features)
+    stacked = np.concatenate([features[n] for n in names])
+    stacked = (stacked - stacked.mean(0)) / (stacked.std(0) + 1e-8)
+    xy = TSNE(n_components=2, init="pca", random_state=0, perplexity=30).fit_transform(stacked)
+    bounds = np.cumsum([0] + [len(features[n]) for n in names])
+    coords = {n: xy[bounds[i] : bounds[i + 1]] for i, n in enumerate(names)}
+    groups = sorted({families[n] for n in names if n in families})
+    fig = Figure(figsize=(4.5 * len(groups), 4.2))
+    axes = np.atleast_1d(fig.subplots(1, len(groups)))
+    for ax, group in zip(axes, groups, strict=True):
+        ax.scatter(*coords["ID"].T, s=4, c="tab:green", label="ID", alpha=0.6)
+        for n in names:
+            if families.get(n) == group:
+                ax.scatter(*coords[n].T, s=4, label=n, alpha=0.6)
+        ax.set(title=group, xticks=[], yticks=[])
+        ax.legend(fontsize=7, markerscale=3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
