@@ -76,7 +76,7 @@ def embedding_figure(
     fig = Figure(figsize=(4.5 * len(groups), 4.2))
     axes = np.atleast_1d(fig.subplots(1, len(groups)))
     for ax, group in zip(axes, groups, strict=True):
-        ax.scatter(*coords["ID"].T, s=4, c="tab:green", label="ID", alpha=0.6)
+        ax.scatter(*coords["ID"].T, s=4, c="0.7", label="ID", alpha=0.6)
         for n in names:
             if families.get(n) == group:
                 ax.scatter(*coords[n].T, s=4, label=n, alpha=0.6)
