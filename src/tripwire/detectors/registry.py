@@ -18,7 +18,10 @@ D = TypeVar("D", bound=type[Detector])
 
 _DETECTORS: dict[str, type[Detector]] = {}
 
-DEFAULT_DETECTOR = "uniform"
+# What `tripwire fit` uses without --detector: the paper's detector plus a confidence view,
+# chosen on validation anomalies only (docs/benchmarks.md, "Beyond the paper"). The paper's
+# recipe stays available as "uniform".
+DEFAULT_DETECTOR = "uniform-plus"
 
 
 def register_detector(cls: D) -> D:
