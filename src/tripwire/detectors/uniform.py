@@ -162,8 +162,7 @@ class UniformDetector(Detector):
         log = self.log_domain_scores
         s_mdl = self.svm_mdl_.to(device).score(tap.outputs[self.layer_], pred, log)
         s_logit = self.svm_logit_.to(device).score(logits, pred, log)
-        extra = [e.double() for e in self._extra_components(logits)]
-        return torch.stack([s_mdl, s_logit, *extra], dim=1), pred
+        return torch.stack([s_mdl, s_logit, *self._extra_components(logits)], dim=1), pred
 
     def _extra_components(self, logits: torch.Tensor) -> list[torch.Tensor]:
         """Further raw scores computed from the logits (none for the paper's detector)."""
