@@ -76,10 +76,11 @@ def check_images(x: object, image_shape: tuple[int, ...] | None = None) -> torch
             f"expected images of {c} channel(s) and size {h}×{w} (N×{c}×{h}×{w}), "
             f"got N×{'×'.join(str(s) for s in x.shape[1:])}"
         )
-    if not bool(torch.isfinite(x).all()):
-        raise InvalidInputError("images contain NaN or infinite values")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < -1e-6 or hi > 1 + 1e-6:
+    lo_t, hi_t = torch.aminmax(x)  # one pass; NaN propagates into both
+    lo, hi = float(lo_t), float(hi_t)
+    if not (lo >= -1e-6 and hi <= 1 + 1e-6):
+        if not bool(torch.isfinite(x).all()):
+            raise InvalidInputError("images contain NaN or infinite values")
         raise InvalidInputError(f"images must lie in [0, 1], found values in [{lo:.4g}, {hi:.4g}]")
     return x
 
