@@ -32,6 +32,7 @@ from tripwire.data.transforms import conform
 from tripwire.detectors import create_detector, get_detector_class, list_detectors
 from tripwire.detectors.uniform import UniformDetector, transductive_scores
 from tripwire.errors import TripwireError
+from tripwire.models.info import model_info
 from tripwire.models.zoo import list_models, load_model
 from tripwire.progress import track
 
@@ -96,7 +97,7 @@ def build_anomaly_sets(
         else:
             n = sizes.per_set
             if spec.source.startswith("fooling"):
-                n = sizes.fooling_per_class * len(_classes(model, shape))
+                n = sizes.fooling_per_class * model_info(model, shape).num_classes
             made = make_anomalies(
                 spec.source,
                 model,
@@ -113,14 +114,6 @@ def build_anomaly_sets(
             continue
         out.append(AnomalyData(spec, images, info))
     return out
-
-
-def _classes(model: nn.Module, shape: tuple[int, int, int]) -> range:
-    from tripwire.features import model_device
-
-    with torch.no_grad():
-        k = model.eval()(torch.zeros(1, *shape, device=model_device(model))).shape[1]
-    return range(int(k))
 
 
 def _summary(summary: dict[str, Any]) -> dict[str, Any]:
@@ -244,7 +237,7 @@ def _run_one(
                 context, name, name, det.get_params(), a, s_id, p_id, s, p, flagged, extra
             )
             if type(det) is UniformDetector:  # the paper's detector, not its variants
-                raws[a.spec.name] = (a, *_raw(det, model, a.images))
+                raws[a.spec.name] = (a, *det.raw_scores_of(model.eval(), a.images))
         if type(det) is UniformDetector:
             rows += _transductive_rows(context, name, det, model, id_test, raws, extra)
             if not (folder / f"embedding-{model_name}.npz").exists():  # first seed run
@@ -279,21 +272,9 @@ def _save_mdl_features(
     np.savez_compressed(folder / f"embedding-{model_name}.npz", **arrays)
 
 
-def _raw(
-    det: UniformDetector, model: nn.Module, x: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    raws, preds = [], []
-    with torch.no_grad():
-        for xb in x.split(512):
-            r, p = det.raw_scores(model.eval(), xb)
-            raws.append(r)
-            preds.append(p)
-    return torch.cat(raws), torch.cat(preds)
-
-
 def _transductive_rows(context, name, det, model, id_test, raws, extra) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
     """The paper's protocol: min–max constants over the evaluation scores (ID test ∪ the set)."""
-    raw_id, p_id = _raw(det, model, id_test.as_float())
+    raw_id, p_id = det.raw_scores_of(model.eval(), id_test)
     rows = []
     for a, raw, p in raws.values():
         both = transductive_scores(det, torch.cat([raw_id, raw]), torch.cat([p_id, p]))

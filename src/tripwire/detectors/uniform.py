@@ -24,12 +24,12 @@ import torch
 from torch import nn
 
 from tripwire.data.base import ImageSet
-from tripwire.detectors.base import Detector
+from tripwire.detectors.base import DataLike, Detector, as_image_set
 from tripwire.detectors.mdl import LayerChoice, candidate_layers, choose_layer
 from tripwire.detectors.ocsvm import ClassConditionalOCSVM
 from tripwire.detectors.proxies import make_proxies
 from tripwire.detectors.registry import register_detector
-from tripwire.features import POOLINGS, LayerTap, Pooling, extract_features
+from tripwire.features import POOLINGS, LayerTap, Pooling, extract_features, model_device
 
 
 @register_detector
@@ -112,7 +112,7 @@ class UniformDetector(Detector):
         self.svm_logit_ = ClassConditionalOCSVM.fit(
             fit.logits[keep], pred, k, nu=self.nu, gamma=self.gamma
         )
-        raw, held_pred = self._raw_scores_of(model, held_set)
+        raw, held_pred = self.raw_scores_of(model, held_set)
         self._fit_normalisation(raw, held_pred)
 
     def _fit_normalisation(self, raw: torch.Tensor, pred: torch.Tensor) -> None:
@@ -140,13 +140,17 @@ class UniformDetector(Detector):
             pooling=self.pooling,
         )
 
-    def _raw_scores_of(self, model: nn.Module, data: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
+    def raw_scores_of(self, model: nn.Module, data: DataLike) -> tuple[torch.Tensor, torch.Tensor]:
+        """`raw_scores` of a whole set, in batches of 512 on the model's device (model in the
+        mode the caller set; no gradients)."""
+        data = as_image_set(data)
+        device = model_device(model)
         raws, preds = [], []
         with torch.no_grad():
             for xb in data.batches(512):
-                r, p = self.raw_scores(model, xb)
-                raws.append(r)
-                preds.append(p)
+                r, p = self.raw_scores(model, xb.to(device))
+                raws.append(r.cpu())
+                preds.append(p.cpu())
         return torch.cat(raws), torch.cat(preds)
 
     # ------------------------------------------------------------------------------ scoring
