@@ -271,7 +271,7 @@ def test_registry_and_bad_input() -> None:
         fgsm.generate(model, x, None)
 
 
-def test_cli_list_and_make(tmp_path, monkeypatch, data_dir) -> None:
+def test_cli_list_and_make(tmp_path, monkeypatch, data_dir, lenet_mnist) -> None:
     from tripwire.cli import app
     from tripwire.cli.anomalies import parse_params
 
@@ -288,8 +288,7 @@ def test_cli_list_and_make(tmp_path, monkeypatch, data_dir) -> None:
 
     import tripwire.models.zoo as zoo
 
-    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
-    monkeypatch.setattr(zoo, "load_model", lambda *a, **k: net.eval())
+    monkeypatch.setattr(zoo, "load_model", lambda *a, **k: lenet_mnist)
     if not (data_dir / "mnist").is_dir():
         pytest.skip("MNIST not available")
     path = tmp_path / "f.npz"
@@ -305,3 +304,13 @@ def test_cli_list_and_make(tmp_path, monkeypatch, data_dir) -> None:
     out = runner.invoke(app, [*args, "--out", str(noise), "--cache-dir", str(tmp_path)])
     assert out.exit_code == 0, out.output
     assert AnomalySet.load(noise).images.shape == (7, 1, 28, 28)
+
+
+def test_attack_on_inputs_none_classified_correctly_says_so() -> None:
+    class Constant(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.tensor([1.0, 0.0]).expand(len(x), 2) + 0 * x.flatten(1)[:, :2]
+
+    x = torch.rand(5, 1, 4, 4)
+    with pytest.raises(InvalidInputError, match="none of the 5 inputs"):
+        get_generator("fgsm").generate(Constant(), x, torch.ones(5, dtype=torch.int64))

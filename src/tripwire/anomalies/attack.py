@@ -26,6 +26,7 @@ from tripwire.anomalies.base import (
     perturbation_norms,
     predict_logits,
 )
+from tripwire.errors import InvalidInputError
 from tripwire.models.digest import weights_digest
 from tripwire.progress import track
 
@@ -48,8 +49,6 @@ class Attack(BaseGenerator):
         Returns one entry per attacked input; `source_index` points into `x`.
         """
         if x is None:
-            from tripwire.errors import InvalidInputError
-
             raise InvalidInputError(f"{self.name}: an attack needs inputs x and labels y")
         x = check_images(x)
         y = check_labels(y, len(x), self.name)
@@ -58,6 +57,11 @@ class Attack(BaseGenerator):
             logits = predict_logits(model, x, self.batch_size)
             num_classes = int(logits.shape[1])
             idx = torch.nonzero(logits.argmax(1) == y).flatten()
+            if len(idx) == 0:
+                raise InvalidInputError(
+                    f"{self.name}: none of the {len(x)} inputs is classified correctly, and only "
+                    "correctly classified inputs are attacked — are the model and labels right?"
+                )
             xs, ys = x[idx], y[idx]
             gen = torch.Generator().manual_seed(int(seed))
             extra = self._draw(xs, ys, num_classes, gen) if len(idx) else {}
@@ -67,7 +71,7 @@ class Attack(BaseGenerator):
                 kw = {k: v[s].to(device) for k, v in extra.items()}
                 xa = self._perturb(model, xs[s].to(device), ys[s].to(device), **kw)
                 advs.append(xa.detach().clamp_(0.0, 1.0).cpu())
-            x_adv = torch.cat(advs) if advs else xs.clone()
+            x_adv = torch.cat(advs)
             pred, conf, _ = outcome(model, x_adv, self.batch_size)
         target = extra.get("target")
         success = pred != ys  # targeted attacks too: see AnomalySet.summary()["target_rate"]
