@@ -289,6 +289,26 @@ def test_save_load_with_a_separate_key_file(
         read_key(other)
 
 
+def test_generic_load_finds_the_key_beside_a_moved_folder(
+    fitted: DaainDetector, world: dict[str, Any], tmp_path
+) -> None:
+    from tripwire.detectors.base import Detector
+
+    model, x = world["model"], torch.cat([world["test"][:20], world["shift"][:10]])
+    fitted.save(tmp_path / "det")
+    (tmp_path / "det").rename(tmp_path / "moved")
+    doc = json.loads((tmp_path / "moved" / "detector.json").read_text())
+    assert doc["state"]["key_file"] == "key.json"  # relative: no absolute path recorded
+    loaded = Detector.load(tmp_path / "moved")  # the base loader runs DAAIN's after-load hook
+    torch.testing.assert_close(loaded.score(model, x), fitted.score(model, x))
+    # A key file that does not match is refused: the detector loads locked.
+    from tripwire.detectors.daain import write_key
+
+    write_key(tmp_path / "moved" / "key.json", "not-the-key")
+    with pytest.raises(NotFittedError, match="key"):
+        Detector.load(tmp_path / "moved").score(model, x)
+
+
 def test_rotate_key_draws_a_new_mask_and_still_detects(world: dict[str, Any]) -> None:
     det = create_detector("daain", key="first", **SMALL)
     assert isinstance(det, DaainDetector)

@@ -248,6 +248,10 @@ class Detector(ABC):
     def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:  # noqa: B027
         """Restore what `_state_tensors` and `_state_meta` stored (subclasses extend)."""
 
+    def _after_load(self, folder: Path) -> None:  # noqa: B027  (optional hook)
+        """Called by `load` once the state is restored, with the detector's folder (for files a
+        detector keeps apart from ``detector.json``, e.g. DAAIN's key file)."""
+
     def save(self, path: str | Path) -> Path:
         """Write the fitted detector to folder `path` (created): JSON + safetensors, no pickle."""
         self.check_fitted()
@@ -312,6 +316,7 @@ class Detector(ABC):
         except (KeyError, ValueError, TypeError) as e:
             raise FormatError(f"{folder}: incomplete detector state ({e})") from None
         det.fitted_ = True
+        det._after_load(folder)
         return det
 
 

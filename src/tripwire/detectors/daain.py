@@ -498,13 +498,15 @@ class DaainDetector(Detector):
         """Write the detector to folder `path` and its key to ``path/key.json`` or `key_path`.
 
         ``detector.json`` and ``state.safetensors`` hold no key, only its fingerprint and where
-        the key file was written; keep the key file somewhere private to keep the mask secret.
+        the key file is (``key.json`` beside them, or the absolute `key_path`); keep the key
+        file somewhere private to keep the mask secret.
         """
         self.check_fitted()
         self._check_key()
         folder = Path(path)
         target = Path(key_path) if key_path is not None else folder / KEY_NAME
-        self._key_file = str(target.resolve())
+        inside = target.resolve().parent == folder.resolve() and target.name == KEY_NAME
+        self._key_file = KEY_NAME if inside else str(target.resolve())
         out = super().save(folder)
         assert self._key is not None  # _check_key
         write_key(target, self._key)
@@ -512,15 +514,31 @@ class DaainDetector(Detector):
 
     @classmethod
     def load(cls, path: str | Path, key_path: str | Path | None = None) -> DaainDetector:  # type: ignore[override]
-        """Read a saved DAAIN detector and its key (`key_path`, else ``path/key.json``, else the
-        place it was saved to). Without a key it loads but cannot score until `load_key`."""
-        det = Detector.load(path)
+        """Read a saved DAAIN detector and its key: `key_path` if given, else the key file
+        recorded at save time (``path/key.json`` or the absolute `key_path` given to `save`).
+        Without a key it loads but cannot score until `load_key`."""
+        det = Detector.load(path)  # runs `_after_load`, which looks for the recorded key file
         if not isinstance(det, DaainDetector):
             raise FormatError(f"{path}: holds a {type(det).__name__}, not a DaainDetector")
-        candidate = Path(key_path) if key_path is not None else Path(path) / KEY_NAME
-        if key_path is not None or candidate.is_file():
-            det.load_key(candidate)
+        if key_path is not None:
+            det.load_key(key_path)
         return det
+
+    def _after_load(self, folder: Path) -> None:
+        """Install the key from the file recorded at save time, if it is there and matches
+        (relative names are taken inside the detector's folder, so the folder can move)."""
+        self._key = None
+        if not self._key_file:
+            return
+        where = Path(self._key_file)
+        where = where if where.is_absolute() else folder / where
+        if not where.is_file():
+            log.info("DAAIN: no key file at %s; call load_key(path) before scoring", where)
+            return
+        try:
+            self.load_key(where)
+        except FormatError as e:
+            log.warning("DAAIN: key not loaded (%s); call load_key(path) before scoring", e)
 
     def load_key(self, path: str | Path) -> Self:
         """Install the key from a key file; it must be the key this detector was fitted with."""
@@ -574,15 +592,7 @@ class DaainDetector(Detector):
             if "logistic.w" in tensors
             else None
         )
-        self._key = None
-        # The key lives apart; found where it was saved, the detector is ready to score.
-        if self._key_file and Path(self._key_file).is_file():
-            try:
-                self.load_key(self._key_file)
-            except FormatError:
-                log.warning(
-                    "DAAIN: the key file at %s does not match; key not loaded", self._key_file
-                )
+        self._key = None  # the key lives apart: `_after_load` / `load_key` install it
 
 
 def _head_features(z: torch.Tensor, nll: torch.Tensor) -> torch.Tensor:
