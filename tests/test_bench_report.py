@@ -6,12 +6,16 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from tripwire.bench import DEVIATIONS, get_suite, write_report
 from tripwire.bench.report import load_paper
 from tripwire.bench.results import aggregate
-from tripwire.errors import TripwireError
+from tripwire.detectors import DEFAULT_DETECTOR
+from tripwire.errors import InvalidInputError, TripwireError
+from tripwire.report.plots import per_class_histogram_figure
 
 
 def _row(seed: int, detector: str, anomaly_set: str, metric: str, value: float) -> dict:
@@ -60,3 +64,74 @@ def test_paper_numbers_are_bundled_and_unknown_suites_refused() -> None:
     assert paper is not None and paper["model"]["test_accuracy"] == 99.20
     with pytest.raises(TripwireError, match="mnist-lenet"):
         get_suite("imagenet")
+
+
+def _scores_npz(path: Path, seed: int) -> None:
+    """Scores + predicted classes as the runner stores them: ID near 0, anomalies higher."""
+    rng = np.random.default_rng(seed)
+    np.savez_compressed(
+        path,
+        id=rng.normal(0, 1, 400),
+        id_pred=rng.integers(0, 10, 400),
+        omniglot=rng.normal(4, 1, 120),
+        omniglot_pred=rng.integers(0, 10, 120),
+        fgsm=rng.normal(3, 1, 80),
+        fgsm_pred=np.full(80, 8),  # every adversarial example lands in class 8
+    )
+
+
+@pytest.mark.slow  # matplotlib figures: ~5–30 s on a busy 2-core machine
+def test_report_draws_per_class_histograms_and_inlines_them(tmp_path: Path) -> None:
+    rows = [
+        _row(0, det, s, "auroc", 0.9)
+        for det in (DEFAULT_DETECTOR, "mahalanobis")
+        for s in ("omniglot", "fgsm")
+    ]
+    (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "scores").mkdir()
+    for det in (DEFAULT_DETECTOR, "mahalanobis"):
+        _scores_npz(tmp_path / "scores" / f"lenet-mnist-seed0-{det}.npz", 0)
+    md = write_report(get_suite("mnist-lenet"), tmp_path, "tripwire bench", DEVIATIONS)
+    text = md.read_text()
+    assert "## Score histograms per predicted class" in text
+    for det in (DEFAULT_DETECTOR, "mahalanobis"):
+        png = f"per-class-lenet-mnist-{det}.png"
+        assert f"]({png})" in text and (tmp_path / png).stat().st_size > 10_000
+    html = (tmp_path / "report.html").read_text()
+    assert 'src="per-class' not in html  # self-contained: every figure inlined
+    assert html.count('src="data:image/png;base64,') >= 4  # roc, histograms, 2 per-class
+
+
+@pytest.mark.slow  # matplotlib figures: ~5–30 s on a busy 2-core machine
+def test_per_class_histograms_one_panel_per_class(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    s, p = rng.normal(size=300), rng.integers(0, 10, 300)
+    groups = {"ood": (rng.normal(5, 1, 50), rng.integers(0, 10, 50))}
+    ten = per_class_histogram_figure(s, p, groups, tmp_path / "ten.png", "t")
+    three = per_class_histogram_figure(s, p, groups, tmp_path / "three.png", "t", classes=[0, 1, 2])
+    with Image.open(ten) as a, Image.open(three) as b:
+        assert a.size[1] > 1.5 * b.size[1]  # 10 classes: two rows of five; 3 classes: one row
+        assert a.size[0] > b.size[0]
+    with pytest.raises(InvalidInputError, match="predicted classes"):
+        per_class_histogram_figure(s, p[:-1], groups, tmp_path / "bad.png", "t")
+    with pytest.raises(InvalidInputError, match="empty"):
+        per_class_histogram_figure(s[:0], p[:0], {}, tmp_path / "none.png", "t")
+
+
+def test_report_lists_wall_time_per_step(tmp_path: Path) -> None:
+    rows = []
+    for seed in (0, 1):
+        for s, made in (("omniglot", 0.5), ("fooling", 90.0)):
+            r = _row(seed, "msp", s, "auroc", 0.9)
+            r["step_seconds"] = {"load_model_and_data": 2.0, "anomaly_sets": 90.5}
+            r["anomaly_info"] = {"n": 50, "seconds": made}
+            r["scoring_seconds"] = 0.25
+            rows.append(r)
+    (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    text = write_report(
+        get_suite("mnist-lenet"), tmp_path, "tripwire bench", DEVIATIONS
+    ).read_text()
+    assert "| make fooling | 90.0 |" in text
+    # msp: fit 1 s + 100 ID images at 1000/s + 2 sets × 0.25 s
+    assert "| detector msp (fit + scoring) | 1.6 |" in text
+    assert "| anomaly_sets | 90.5 |" in text

@@ -1,6 +1,7 @@
 """The benchmark report: ``results.json`` (tidy rows), ``report.md`` and a self-contained
 ``report.html`` — tables of every detector on every set (mean ± std over seeds), the paper's
-numbers side by side, attack statistics, costs, ROC curves and score histograms."""
+numbers side by side, attack statistics, costs and per-step wall times, ROC curves, score
+histograms (overall and per predicted class) and a 2-D embedding of MDL features."""
 
 from __future__ import annotations
 
@@ -19,7 +20,12 @@ from tripwire.bench.runner import TRANSDUCTIVE
 from tripwire.bench.suites import Suite
 from tripwire.detectors import DEFAULT_DETECTOR
 from tripwire.report.markdown import table
-from tripwire.report.plots import embedding_figure, histogram_figure, roc_figure
+from tripwire.report.plots import (
+    embedding_figure,
+    histogram_figure,
+    per_class_histogram_figure,
+    roc_figure,
+)
 
 # The paper's detector names → ours.
 PAPER_DETECTORS = {
@@ -32,6 +38,8 @@ PAPER_DETECTORS = {
     "lid": "lid",
 }
 FAMILIES = ("ood", "adversarial", "noise")
+# Detectors whose scores the report splits by predicted class (when their scores are stored).
+PER_CLASS_DETECTORS = (DEFAULT_DETECTOR, "mahalanobis")
 
 
 def load_paper(suite: Suite) -> dict[str, Any] | None:
@@ -55,7 +63,6 @@ def write_report(suite: Suite, out: str | Path, command: str, deviations: Sequen
     order = [a.name for a in suite.anomalies]
     sets = sorted({r["anomaly_set"] for r in rows}, key=order.index)
     family = {a.name: a.family for a in suite.anomalies}
-    info = {r["anomaly_set"]: r["anomaly_info"] for r in rows if r["model"] == models[0]}
 
     parts = [
         f"# tripwire bench — {suite.name}",
@@ -74,14 +81,23 @@ def write_report(suite: Suite, out: str | Path, command: str, deviations: Sequen
         ):
             parts.append(f"### {title}")
             parts.append(_metric_table(agg, model, detectors, sets, family, metric))
+        first = min(r["seed"] for r in rows if r["model"] == model)
+        info = {
+            r["anomaly_set"]: r["anomaly_info"]
+            for r in rows
+            if r["model"] == model and r["seed"] == first
+        }
         parts.append("### Attack and noise sets")
-        parts.append(_info_table(info, sets))
+        parts.append(_info_table(info, sets, first))
         parts.append("### Costs (seed means)")
         parts.append(_cost_table(rows, model, detectors))
+        parts.append("### Wall time per step")
+        parts.append(_step_table(rows, model))
     paper = load_paper(suite)
     if paper is not None:
         parts.append(_paper_section(paper, agg, models, suite))
     parts.append(_figures(folder, models[0], seeds[0], sets))
+    parts.append(_per_class_figures(folder, models, seeds[0], sets, family))
     parts.append(_embedding(folder, models[0], family))
     markdown_text = "\n\n".join(parts) + "\n"
     md = folder / "report.md"
@@ -116,7 +132,7 @@ def _metric_table(
     return table(["set", *detectors], body)
 
 
-def _info_table(info: dict[str, dict[str, Any]], sets: list[str]) -> str:
+def _info_table(info: dict[str, dict[str, Any]], sets: list[str], seed: int) -> str:
     body = []
     for s in sets:
         i = info.get(s, {})
@@ -133,7 +149,7 @@ def _info_table(info: dict[str, dict[str, Any]], sets: list[str]) -> str:
             ]
         )
     header = ["set", "n made", "success %", "mean L∞", "mean L2", "mean L0", "mean confidence"]
-    return table(header, body) + "\n\n(first model, first seed; only successful inputs are scored.)"
+    return table(header, body) + f"\n\n(seed {seed}; only successful inputs are scored.)"
 
 
 def _fmt(v: object) -> str:
@@ -156,6 +172,51 @@ def _cost_table(rows: list[dict[str, Any]], model: str, detectors: list[str]) ->
         body.append([d, f"{fit:.1f}", f"{speed:,.0f}", f"{100 * flagged:.1f}", trained_on])
     header = ["detector", "fit s", "scoring images/s", "ID test flagged % (target 5)", "fitted on"]
     return table(header, body)
+
+
+def _step_table(rows: list[dict[str, Any]], model: str) -> str:
+    """Wall time of each step of a (model, seed) run, in seconds: loading, making each anomaly
+    set, FGSM of training images, and per detector fit + scoring; mean over seeds."""
+    runs: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["model"] == model and r["metric"] == "auroc":
+            runs.setdefault(r["seed"], []).append(r)
+    timed = {seed: rs for seed, rs in runs.items() if "step_seconds" in rs[0]}
+    if not timed:
+        return "Not recorded (rows from before per-step timing was added)."
+    steps: dict[str, list[float]] = {}
+    for rs in timed.values():
+        seen: dict[str, float] = {}
+        for r in rs:
+            for k, v in r["step_seconds"].items():
+                seen[k] = max(seen.get(k, 0.0), v)  # fit_anomalies is set once it has run
+        for r in rs:
+            seen[f"make {r['anomaly_set']}"] = r["anomaly_info"].get("seconds", 0.0)
+        detectors: dict[str, float] = {}
+        for r in rs:
+            if r["detector"] != r["fitted_detector"]:
+                continue  # the transductive variant reuses the uniform detector's fit
+            d = r["detector"]
+            if d not in detectors:
+                id_s = r["n_id"] / r["id_scoring_images_per_second"]
+                detectors[d] = r["fit_seconds"] + id_s
+            detectors[d] += r.get("scoring_seconds", 0.0)
+        for d, v in detectors.items():
+            seen[f"detector {d} (fit + scoring)"] = v
+        for k, v in seen.items():
+            steps.setdefault(k, []).append(v)
+    total = sum(float(np.mean(v)) for v in steps.values())
+    body = [
+        [k, f"{np.mean(v):.1f}", f"{100 * np.mean(v) / total:.1f}"]
+        for k, v in sorted(steps.items(), key=lambda kv: -float(np.mean(kv[1])))
+    ]
+    body.append(["total (one seed)", f"{total:.1f}", "100.0"])
+    note = (
+        f"\n\nSeconds, mean over seeds {', '.join(map(str, sorted(timed)))}; a set loaded from "
+        "the cache of an earlier run shows its load time, not its generation time. Zoo model "
+        "training is not included (models come trained from the zoo cache)."
+    )
+    return table(["step", "seconds", "% of total"], body) + note
 
 
 def _paper_section(
@@ -210,6 +271,44 @@ def _figures(folder: Path, model: str, seed: int, sets: list[str]) -> str:
         f"## Figures ({DEFAULT_DETECTOR} detector, {model}, seed {seed})\n\n"
         "![ROC curves](roc.png)\n\n![score histograms](histograms.png)"
     )
+
+
+def _per_class_figures(
+    folder: Path, models: list[str], seed: int, sets: list[str], family: dict[str, str]
+) -> str:
+    """Per-predicted-class score histograms of the chosen detectors, anomalies pooled by family."""
+    out = []
+    for model in models:
+        for det in PER_CLASS_DETECTORS:
+            path = folder / "scores" / f"{model}-seed{seed}-{det}.npz"
+            if not path.exists():
+                continue
+            data = np.load(path)
+            if "id_pred" not in data:
+                continue
+            groups = {}
+            for fam in FAMILIES:
+                names = [s for s in sets if family[s] == fam and s in data and f"{s}_pred" in data]
+                if names:
+                    groups[fam] = (
+                        np.concatenate([data[s] for s in names]),
+                        np.concatenate([data[f"{s}_pred"] for s in names]),
+                    )
+            png = f"per-class-{model}-{det}.png"
+            per_class_histogram_figure(
+                data["id"], data["id_pred"], groups, folder / png, f"{det}, {model}, seed {seed}"
+            )
+            out.append(f"![per-class histograms, {det}, {model}]({png})")
+    if not out:
+        return ""
+    intro = (
+        "## Score histograms per predicted class\n\nOne panel per class the model predicts: "
+        "ID test scores (grey) against the scores of each anomaly family (all its sets pooled) "
+        "that the model assigns to that class; the dashed line is the 95th percentile of the "
+        "class's ID scores (the per-class threshold at 95 % TPR). Counts are in each panel's "
+        "corner. Detectors: " + ", ".join(PER_CLASS_DETECTORS) + "."
+    )
+    return "\n\n".join([intro, *out])
 
 
 def _embedding(folder: Path, model: str, family: dict[str, str]) -> str:

@@ -78,6 +78,7 @@ def build_anomaly_sets(
     attacked = id_test.take(sizes.attacked, seed=seed)
     out = []
     for spec in track(suite.anomalies, "anomaly sets"):
+        start = time.perf_counter()
         if spec.family == "ood":
             data = load_source(spec.source, None, data_dir).take(sizes.per_set, seed=seed)
             images = conform(data.as_float(), shape)
@@ -109,6 +110,8 @@ def build_anomaly_sets(
             )
             images = made.successful().images
             info = _summary(made.summary())
+        # wall time to make (or load from the cache) this set
+        info["seconds"] = round(time.perf_counter() - start, 2)
         if len(images) == 0:
             logger.warning("%s: no successful inputs; the set is left out", spec.name)
             continue
@@ -183,13 +186,19 @@ def _run_one(
     data_dir: str | Path | None,
     cache_dir: str | Path | None,
 ) -> None:
+    clock = time.perf_counter()
     model = load_model(model_name, data_dir=data_dir, cache_dir=cache_dir, seed=seed)
     train = load_source(suite.id_source, "train", data_dir)
     fit_part, calibration = train.take(sizes.fit + sizes.calibration, seed=seed).split(
         sizes.calibration / (sizes.fit + sizes.calibration), seed=seed
     )
     id_test = load_source(suite.id_source, "test", data_dir).take(sizes.id_test, seed=seed)
+    # per-step wall times of this (model, seed), recorded with every row
+    steps: dict[str, float] = {"load_model_and_data": time.perf_counter() - clock}
+    clock = time.perf_counter()
     sets = build_anomaly_sets(suite, model, id_test, sizes, seed, data_dir, cache_dir)
+    steps["anomaly_sets"] = time.perf_counter() - clock
+    steps["fit_anomalies"] = 0.0
     fit_anomalies = None
     context = {
         "suite": suite.name,
@@ -205,9 +214,11 @@ def _run_one(
         anomalies = None
         if det.needs_anomalies:
             if fit_anomalies is None:
+                clock = time.perf_counter()
                 fit_anomalies = fgsm_of_training_images(
                     model, train, sizes.fit_anomalies, seed=seed, cache_dir=cache_dir
                 )
+                steps["fit_anomalies"] = time.perf_counter() - clock
             anomalies = fit_anomalies
         start = time.perf_counter()
         try:
@@ -225,16 +236,19 @@ def _run_one(
             "id_scoring_images_per_second": len(id_test) / id_seconds,
             "id_flagged": float(det.flag(s_id, p_id).float().mean()),
             "fitted_on_anomalies": anomalies.name if anomalies is not None else None,
+            "step_seconds": {k: round(v, 2) for k, v in steps.items()},
         }
         scores = {"id": s_id.numpy(), "id_pred": p_id.numpy()}
         rows: list[dict[str, Any]] = []
         raws = {}
         for a in sets:
+            start = time.perf_counter()
             s, p = det.score_and_predict(model, a.images)
+            timed = {**extra, "scoring_seconds": round(time.perf_counter() - start, 3)}
             scores[a.spec.name], scores[a.spec.name + "_pred"] = s.numpy(), p.numpy()
             flagged = float(det.flag(s, p).float().mean())
             rows += _rows(
-                context, name, name, det.get_params(), a, s_id, p_id, s, p, flagged, extra
+                context, name, name, det.get_params(), a, s_id, p_id, s, p, flagged, timed
             )
             if type(det) is UniformDetector:  # the paper's detector, not its variants
                 raws[a.spec.name] = (a, *det.raw_scores_of(model.eval(), a.images))
