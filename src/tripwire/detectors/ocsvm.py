@@ -15,7 +15,7 @@ tensor.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -44,6 +44,9 @@ class ClassConditionalOCSVM:
     coef: torch.Tensor
     gamma: torch.Tensor
     fitted: torch.Tensor
+    _derived: dict[torch.device, dict[str, torch.Tensor]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def fit(
@@ -99,7 +102,9 @@ class ClassConditionalOCSVM:
         )
 
     def to(self, device: torch.device) -> ClassConditionalOCSVM:
-        """The same SVMs with tensors on `device` (no copy if already there)."""
+        """The same SVMs with tensors on `device` (itself if already there)."""
+        if self.support.device == torch.device(device):
+            return self
         return ClassConditionalOCSVM(
             *(t.to(device) for t in (self.mean, self.scale, self.support, self.coef, self.gamma)),
             self.fitted.to(device),
@@ -115,34 +120,52 @@ class ClassConditionalOCSVM:
         then stay distinguishable instead of tying at 0).
 
         All classes at once: the rows are grouped by class into a K×M×D tensor (M = the most rows
-        of one class), so one batched matrix product gives every ‖z − sv‖² = ‖z‖² + ‖sv‖² − 2 z·sv.
+        of one class), so one batched matrix product gives every kernel argument
+        −γ‖z − sv‖² = 2γ z·sv − γ‖sv‖² − γ‖z‖²; the K×M×S tensor is then updated in place
+        (large temporaries would cost more in page faults than in arithmetic on a CPU).
         """
         k = self.mean.shape[0]
+        prep = self._prepared()
         order = torch.argsort(classes, stable=True)
         cls = classes[order]
         counts = torch.bincount(cls, minlength=k)
         starts = torch.cumsum(counts, 0) - counts
         rank = torch.arange(len(cls), device=cls.device) - starts[cls]
-        z = (features[order] - self.mean[cls]) / self.scale[cls]
-        grouped = z.new_zeros(k, int(counts.max()), z.shape[1])
-        grouped[cls, rank] = z
-        sq = (
-            grouped.square().sum(2, keepdim=True)
-            + self.support.square().sum(2).unsqueeze(1)
-            - 2 * grouped @ self.support.transpose(1, 2)
-        ).clamp_min(0)  # K×M×S
-        logits = -self.gamma.view(k, 1, 1) * sq
-        # exp of arguments below −80 would give subnormal floats, which are ~100× slower on CPUs;
-        # they contribute < 1e-34 of a kernel value, so they are floored there.
+        grouped = features.new_zeros(k, int(counts.max()), features.shape[1])
+        grouped[cls, rank] = features[order].to(grouped.dtype)
+        z = (grouped - self.mean.unsqueeze(1)) / self.scale.unsqueeze(1)  # K×M×D, padded rows junk
+        m = z.shape[1]
+        arg = torch.baddbmm(prep["neg_gamma_sv_sq"].expand(k, m, -1), z, prep["two_gamma_sv_t"])
+        arg.add_(-self.gamma.view(k, 1, 1) * z.square().sum(2, keepdim=True))
+        # The argument is ≤ 0 (a squared distance); exp of arguments below −80 would give
+        # subnormal floats, ~100× slower on CPUs, for terms < 1e-34 of a kernel value.
+        arg.clamp_(min=_FLOOR, max=0.0)
         if log_domain:
-            terms = logits + torch.log(self.coef).unsqueeze(1)
-            top = terms.amax(dim=2, keepdim=True)
-            f = -(top.squeeze(2) + torch.exp((terms - top).clamp_min(_FLOOR)).sum(2).log())
+            arg.add_(prep["log_coef"])
+            top = arg.amax(dim=2, keepdim=True)
+            arg.sub_(top).clamp_(min=_FLOOR).exp_()
+            f = -(top.squeeze(2) + arg.sum(2).log())
         else:
-            f = -(torch.exp(logits.clamp_min(_FLOOR)) @ self.coef.unsqueeze(2)).squeeze(2)
-        out = torch.empty_like(f[cls, rank])
+            f = -torch.bmm(arg.exp_(), prep["coef"]).squeeze(2)
+        out = torch.empty(len(classes), dtype=f.dtype, device=f.device)
         out[order] = f[cls, rank]
         return out
+
+    def _prepared(self) -> dict[str, torch.Tensor]:
+        """Tensors derived from the state once per device (γ folded into the support vectors)."""
+        device = self.support.device
+        cached = self._derived.get(device)
+        if cached is None:
+            k = self.support.shape[0]
+            gamma = self.gamma.view(k, 1, 1)
+            cached = {
+                "two_gamma_sv_t": (2 * gamma * self.support).transpose(1, 2).contiguous(),
+                "neg_gamma_sv_sq": -gamma * self.support.square().sum(2).unsqueeze(1),
+                "coef": self.coef.unsqueeze(2),
+                "log_coef": torch.log(self.coef).unsqueeze(1),
+            }
+            self._derived = {device: cached}
+        return cached
 
     def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
         """The state as named tensors for safetensors."""
