@@ -8,7 +8,7 @@ Example:
     >>> adv = make_anomalies("fgsm", model, x, y, eps=0.3)  # doctest: +SKIP
 """
 
-from tripwire.anomalies import bim, cw, deepfool, fgsm, fooling, jsma, noise, pgd  # noqa: F401
+from tripwire.anomalies import bim, cw, deepfool, fgsm, fooling, jsma, noise, one_pixel, pgd  # noqa: F401
 from tripwire.anomalies.base import AnomalySet, BaseGenerator, Generator
 from tripwire.anomalies.cache import make_anomalies
 from tripwire.anomalies.registry import get_generator, list_generators, register_generator
