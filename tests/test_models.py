@@ -35,7 +35,7 @@ from tripwire.models import (
     train_model,
     weights_digest,
 )
-from tripwire.models.training import random_shift
+from tripwire.models.training import random_flip, random_shift
 
 ARCHITECTURES = [
     pytest.param(
@@ -129,6 +129,15 @@ def test_random_shift_moves_content_within_bounds() -> None:
     rows = out.sum(dim=(1, 3)).squeeze(1).argmax(1)
     assert set(rows.tolist()) <= set(range(3, 8)) and len(set(rows.tolist())) > 1
     assert torch.equal(random_shift(x, 0, g), x)
+
+
+def test_random_flip_mirrors_about_half_of_the_images() -> None:
+    x = torch.rand(400, 3, 4, 5)
+    out = random_flip(x, torch.Generator().manual_seed(0))
+    same = (out == x).flatten(1).all(1)
+    mirrored = (out == x.flip(3)).flatten(1).all(1)
+    assert bool((same | mirrored).all()) and 150 < int(mirrored.sum()) < 250
+    assert torch.equal(out, random_flip(x, torch.Generator().manual_seed(0)))
 
 
 def _tiny_sets(shape=(1, 8, 8), n: int = 64) -> tuple[ImageSet, ImageSet]:

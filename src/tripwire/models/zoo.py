@@ -68,7 +68,7 @@ class Recipe:
         source: the data source (``load_source`` name) with ``"train"`` and ``"test"`` splits.
         input_shape: (C, H, W) the model expects.
         num_classes: number of outputs.
-        epochs, batch_size, lr, augment_shift, weight_decay, optimizer: arguments of
+        epochs, batch_size, lr, augment_shift, augment_flip, weight_decay, optimizer: arguments of
             `train_classifier`.
         half_precision: store the weights as float16 (the large CIFAR models).
         paper_accuracy: the test accuracy Zhao et al. report for this model, if any.
@@ -90,6 +90,7 @@ class Recipe:
     batch_size: int
     lr: float
     augment_shift: int = 2
+    augment_flip: bool = False
     weight_decay: float = 0.0
     optimizer: str = "adam"
     half_precision: bool = False
@@ -121,6 +122,7 @@ class Recipe:
             "batch_size": self.batch_size,
             "lr": self.lr,
             "augment_shift": self.augment_shift,
+            **({"augment_flip": True} if self.augment_flip else {}),
             "weight_decay": self.weight_decay,
             "optimizer": OPTIMIZER_NAMES[self.optimizer] + " + OneCycleLR",
             "half_precision": self.half_precision,
@@ -198,10 +200,11 @@ register_recipe(
         source="cifar10",
         input_shape=(3, 32, 32),
         num_classes=10,
-        epochs=60,
+        epochs=40,
         batch_size=128,
         lr=0.2,
         augment_shift=4,
+        augment_flip=True,
         weight_decay=5e-4,
         optimizer="sgd",
         half_precision=True,
@@ -216,10 +219,11 @@ register_recipe(
         source="cifar10",
         input_shape=(3, 32, 32),
         num_classes=10,
-        epochs=60,
+        epochs=40,
         batch_size=128,
         lr=0.1,
         augment_shift=4,
+        augment_flip=True,
         weight_decay=5e-4,
         optimizer="sgd",
         half_precision=True,
@@ -423,6 +427,7 @@ def train_model(
             lr=recipe.lr,
             seed=seed,
             augment_shift=recipe.augment_shift,
+            augment_flip=recipe.augment_flip,
             weight_decay=recipe.weight_decay,
             optimizer=recipe.optimizer,
             progress=progress,
