@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from tripwire.bench.results import Aggregate, Key, aggregate, read_rows
-from tripwire.bench.runner import TRANSDUCTIVE
+from tripwire.bench.runner import TIMINGS, TRANSDUCTIVE
 from tripwire.bench.suites import Suite
 from tripwire.detectors import DEFAULT_DETECTOR
 from tripwire.report.markdown import table
@@ -39,7 +39,7 @@ PAPER_DETECTORS = {
 }
 FAMILIES = ("ood", "adversarial", "noise")
 # Detectors whose scores the report splits by predicted class (when their scores are stored).
-PER_CLASS_DETECTORS = (DEFAULT_DETECTOR, "mahalanobis")
+PER_CLASS_DETECTORS = tuple(dict.fromkeys((DEFAULT_DETECTOR, "uniform", "mahalanobis")))
 
 
 def load_paper(suite: Suite) -> dict[str, Any] | None:
@@ -57,6 +57,7 @@ def write_report(suite: Suite, out: str | Path, command: str, deviations: Sequen
     rows = read_rows(folder / "results.jsonl")
     (folder / "results.json").write_text(json.dumps(rows, indent=1))
     agg = aggregate(rows)
+    timings = _read_timings(folder)
     models = sorted({r["model"] for r in rows}, key=lambda m: (m != suite.models[0], m))
     seeds = sorted({r["seed"] for r in rows})
     detectors = _detector_order({r["detector"] for r in rows})
@@ -70,6 +71,7 @@ def write_report(suite: Suite, out: str | Path, command: str, deviations: Sequen
         f"attacks, detector fits). Fast mode: {rows[0]['fast']}. Versions: "
         f"{json.dumps(rows[0]['versions'])}.",
         "## Protocol\n\n" + "\n".join(f"- {n}" for n in (*suite.notes, *deviations)),
+        _suite_time(timings),
     ]
     for model in models:
         parts.append(f"## {model}")
@@ -92,7 +94,9 @@ def write_report(suite: Suite, out: str | Path, command: str, deviations: Sequen
         parts.append("### Costs (seed means)")
         parts.append(_cost_table(rows, model, detectors))
         parts.append("### Wall time per step")
-        parts.append(_step_table(rows, model))
+        parts.append(
+            _timing_table(timings, model) if timings.get(model) else _step_table(rows, model)
+        )
     paper = load_paper(suite)
     if paper is not None:
         parts.append(_paper_section(paper, agg, models, suite))
@@ -172,6 +176,62 @@ def _cost_table(rows: list[dict[str, Any]], model: str, detectors: list[str]) ->
         body.append([d, f"{fit:.1f}", f"{speed:,.0f}", f"{100 * flagged:.1f}", trained_on])
     header = ["detector", "fit s", "scoring images/s", "ID test flagged % (target 5)", "fitted on"]
     return table(header, body)
+
+
+def _suite_time(timings: dict[str, dict[int, dict[str, Any]]]) -> str:
+    """One line: the whole suite's wall and CPU time, summed over its (model, seed) runs."""
+    runs = [r for by_seed in timings.values() for r in by_seed.values()]
+    if not runs:
+        return "Wall time: not recorded (rows from before per-step timing was added)."
+    wall = sum(sum(r["wall_seconds"].values()) for r in runs) / 60
+    cpu = sum(sum(r["cpu_seconds"].values()) for r in runs) / 60
+    loads = [x for r in runs for x in (r["load_average_at_start"][1], r["load_average_at_end"][1])]
+    return (
+        f"Wall time of the {len(runs)} (model, seed) runs: {wall:.1f} min in all ({cpu:.1f} CPU "
+        f"min; machine load {min(loads):.1f}–{max(loads):.1f} on 2 cores); per-step times below."
+    )
+
+
+def _read_timings(folder: Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """model → seed → the last complete timing record of that run (``timings.jsonl``)."""
+    path = folder / TIMINGS
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    if path.exists():
+        for r in read_rows(path):
+            out.setdefault(r["model"], {})[r["seed"]] = r
+    return out
+
+
+def _timing_table(timings: dict[str, dict[int, dict[str, Any]]], model: str) -> str:
+    """Wall and CPU seconds of each step of one (model, seed) run, mean over seeds."""
+    runs = timings[model]
+    wall: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    for r in runs.values():
+        steps = {k: v for k, v in r["wall_seconds"].items() if k != "anomaly sets"}
+        steps |= {f"make {k}": v for k, v in r["set_seconds"].items()}
+        cpus = {k: v for k, v in r["cpu_seconds"].items() if k != "anomaly sets"}
+        cpus |= {f"make {k}": v for k, v in r["set_cpu_seconds"].items()}
+        for k, v in steps.items():
+            wall.setdefault(k, []).append(v)
+            cpu.setdefault(k, []).append(cpus.get(k, float("nan")))
+    total = sum(float(np.mean(v)) for v in wall.values())
+    total_cpu = sum(float(np.mean(v)) for v in cpu.values())
+    body = [
+        [k, f"{np.mean(v):.1f}", f"{np.mean(cpu[k]):.1f}", f"{100 * np.mean(v) / total:.1f}"]
+        for k, v in sorted(wall.items(), key=lambda kv: -float(np.mean(kv[1])))
+    ]
+    body.append(["total (one seed)", f"{total:.1f}", f"{total_cpu:.1f}", "100.0"])
+    loads = [r["load_average_at_start"][1] for r in runs.values()]
+    loads += [r["load_average_at_end"][1] for r in runs.values()]
+    note = (
+        f"\n\nMean over seeds {', '.join(map(str, sorted(runs)))}; CPU = this process, all "
+        f"threads. Machine load (5-min average) during these runs: {min(loads):.1f}–"
+        f"{max(loads):.1f} on 2 cores, so wall times are inflated where the load exceeds 2. "
+        "A set loaded from the cache of an earlier run shows its load time, not its making "
+        "time; zoo model training is not included (models come trained from the zoo cache)."
+    )
+    return table(["step", "wall s", "CPU s", "% of wall"], body) + note
 
 
 def _step_table(rows: list[dict[str, Any]], model: str) -> str:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from tripwire.progress import track
 logger = logging.getLogger(__name__)
 
 TRANSDUCTIVE = "uniform-paper-transductive"
+TIMINGS = "timings.jsonl"  # one line per (model, seed) run: wall and CPU seconds of each step
 
 
 @dataclass
@@ -48,6 +51,24 @@ class AnomalyData:
     spec: AnomalySpec
     images: torch.Tensor
     info: dict[str, Any]
+
+
+@dataclass
+class StepClock:
+    """Wall and CPU (this process, all threads) seconds of the named steps of one run."""
+
+    wall: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Time the body of a ``with`` block as step `name` (times of repeated steps add up)."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - wall
+            self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - cpu
 
 
 def versions() -> dict[str, str]:
@@ -78,7 +99,7 @@ def build_anomaly_sets(
     attacked = id_test.take(sizes.attacked, seed=seed)
     out = []
     for spec in track(suite.anomalies, "anomaly sets"):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         if spec.family == "ood":
             data = load_source(spec.source, None, data_dir).take(sizes.per_set, seed=seed)
             images = conform(data.as_float(), shape)
@@ -95,6 +116,8 @@ def build_anomaly_sets(
             )
             images = adv.successful().images
             info = _summary(adv.summary())
+        elif spec.per_target:
+            images, info = _per_target(spec, model, shape, sizes, seed, cache_dir)
         else:
             n = sizes.per_set
             if spec.source.startswith("fooling"):
@@ -112,11 +135,62 @@ def build_anomaly_sets(
             info = _summary(made.summary())
         # wall time to make (or load from the cache) this set
         info["seconds"] = round(time.perf_counter() - start, 2)
+        info["cpu_seconds"] = round(time.process_time() - cpu, 2)
         if len(images) == 0:
             logger.warning("%s: no successful inputs; the set is left out", spec.name)
             continue
         out.append(AnomalyData(spec, images, info))
     return out
+
+
+def _per_target(
+    spec: AnomalySpec,
+    model: nn.Module,
+    shape: tuple[int, ...],
+    sizes: Sizes,
+    seed: int,
+    cache_dir: str | Path | None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """A targeted source-free set (fooling images) made one target class at a time.
+
+    Made in one batch, every population evolves until the *slowest* class reaches the goal; one
+    class at a time, each class stops at its own goal — the same algorithm, settings and success
+    rule, for a fraction of the generations. Class `c` uses seed ``seed * K + c`` (K classes).
+    """
+    k = model_info(model, shape).num_classes
+    parts = [
+        make_anomalies(
+            spec.source,
+            model,
+            n=sizes.fooling_per_class,
+            shape=list(shape),
+            targets=[c],
+            seed=seed * k + c,
+            cache_dir=cache_dir,
+            **spec.params,
+        )
+        for c in range(k)
+    ]
+    images = torch.cat([p.successful().images for p in parts])
+    return images, merge_summaries([p.summary() for p in parts])
+
+
+def merge_summaries(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One summary of several parts of a set (`AnomalySet.summary` of each): counts add up,
+    rates are recomputed, means over successes are weighted by each part's successes."""
+    n = sum(s["n"] for s in summaries)
+    n_ok = sum(s["n_success"] for s in summaries)
+    out: dict[str, Any] = {
+        "kind": summaries[0]["kind"],
+        "n": n,
+        "n_success": n_ok,
+        "success_rate": n_ok / n if n else float("nan"),
+    }
+    for key in summaries[0]:
+        if key.startswith("mean_"):
+            parts = [(s[key], s["n_success"]) for s in summaries if s["n_success"]]
+            out[key] = sum(v * w for v, w in parts) / n_ok if n_ok else float("nan")
+    return _summary(out)
 
 
 def _summary(summary: dict[str, Any]) -> dict[str, Any]:
@@ -186,19 +260,17 @@ def _run_one(
     data_dir: str | Path | None,
     cache_dir: str | Path | None,
 ) -> None:
-    clock = time.perf_counter()
-    model = load_model(model_name, data_dir=data_dir, cache_dir=cache_dir, seed=seed)
-    train = load_source(suite.id_source, "train", data_dir)
-    fit_part, calibration = train.take(sizes.fit + sizes.calibration, seed=seed).split(
-        sizes.calibration / (sizes.fit + sizes.calibration), seed=seed
-    )
-    id_test = load_source(suite.id_source, "test", data_dir).take(sizes.id_test, seed=seed)
-    # per-step wall times of this (model, seed), recorded with every row
-    steps: dict[str, float] = {"load_model_and_data": time.perf_counter() - clock}
-    clock = time.perf_counter()
-    sets = build_anomaly_sets(suite, model, id_test, sizes, seed, data_dir, cache_dir)
-    steps["anomaly_sets"] = time.perf_counter() - clock
-    steps["fit_anomalies"] = 0.0
+    clock = StepClock()
+    load_average = os.getloadavg()
+    with clock.step("load model and data"):
+        model = load_model(model_name, data_dir=data_dir, cache_dir=cache_dir, seed=seed)
+        train = load_source(suite.id_source, "train", data_dir)
+        fit_part, calibration = train.take(sizes.fit + sizes.calibration, seed=seed).split(
+            sizes.calibration / (sizes.fit + sizes.calibration), seed=seed
+        )
+        id_test = load_source(suite.id_source, "test", data_dir).take(sizes.id_test, seed=seed)
+    with clock.step("anomaly sets"):
+        sets = build_anomaly_sets(suite, model, id_test, sizes, seed, data_dir, cache_dir)
     fit_anomalies = None
     context = {
         "suite": suite.name,
@@ -214,52 +286,67 @@ def _run_one(
         anomalies = None
         if det.needs_anomalies:
             if fit_anomalies is None:
-                clock = time.perf_counter()
-                fit_anomalies = fgsm_of_training_images(
-                    model, train, sizes.fit_anomalies, seed=seed, cache_dir=cache_dir
-                )
-                steps["fit_anomalies"] = time.perf_counter() - clock
+                with clock.step("fgsm of training images"):
+                    fit_anomalies = fgsm_of_training_images(
+                        model, train, sizes.fit_anomalies, seed=seed, cache_dir=cache_dir
+                    )
             anomalies = fit_anomalies
-        start = time.perf_counter()
-        try:
-            det.fit(model, fit_part, anomalies=anomalies)
-            det.calibrate(model, calibration)
-        except TripwireError as e:
-            logger.warning("%s could not be fitted on %s: %s", name, model_name, e)
-            continue
-        fit_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        s_id, p_id = det.score_and_predict(model, id_test)
-        id_seconds = time.perf_counter() - start
-        extra = {
-            "fit_seconds": fit_seconds,
-            "id_scoring_images_per_second": len(id_test) / id_seconds,
-            "id_flagged": float(det.flag(s_id, p_id).float().mean()),
-            "fitted_on_anomalies": anomalies.name if anomalies is not None else None,
-            "step_seconds": {k: round(v, 2) for k, v in steps.items()},
-        }
-        scores = {"id": s_id.numpy(), "id_pred": p_id.numpy()}
-        rows: list[dict[str, Any]] = []
-        raws = {}
-        for a in sets:
+        with clock.step(f"detector {name}"):
             start = time.perf_counter()
-            s, p = det.score_and_predict(model, a.images)
-            timed = {**extra, "scoring_seconds": round(time.perf_counter() - start, 3)}
-            scores[a.spec.name], scores[a.spec.name + "_pred"] = s.numpy(), p.numpy()
-            flagged = float(det.flag(s, p).float().mean())
-            rows += _rows(
-                context, name, name, det.get_params(), a, s_id, p_id, s, p, flagged, timed
-            )
-            if type(det) is UniformDetector:  # the paper's detector, not its variants
-                raws[a.spec.name] = (a, *det.raw_scores_of(model.eval(), a.images))
-        if type(det) is UniformDetector:
-            rows += _transductive_rows(context, name, det, model, id_test, raws, extra)
-            if not (folder / f"embedding-{model_name}.npz").exists():  # first seed run
-                _save_mdl_features(folder, model_name, det, model, id_test, sets)
-        np.savez_compressed(folder / "scores" / f"{model_name}-seed{seed}-{name}.npz", **scores)
-        with open(folder / "results.jsonl", "a") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+            try:
+                det.fit(model, fit_part, anomalies=anomalies)
+                det.calibrate(model, calibration)
+            except TripwireError as e:
+                logger.warning("%s could not be fitted on %s: %s", name, model_name, e)
+                continue
+            fit_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            s_id, p_id = det.score_and_predict(model, id_test)
+            id_seconds = time.perf_counter() - start
+            extra = {
+                "fit_seconds": fit_seconds,
+                "id_scoring_images_per_second": len(id_test) / id_seconds,
+                "id_flagged": float(det.flag(s_id, p_id).float().mean()),
+                "fitted_on_anomalies": anomalies.name if anomalies is not None else None,
+                "step_seconds": {k: round(v, 2) for k, v in clock.wall.items()},
+            }
+            scores = {"id": s_id.numpy(), "id_pred": p_id.numpy()}
+            rows: list[dict[str, Any]] = []
+            raws = {}
+            for a in sets:
+                start = time.perf_counter()
+                s, p = det.score_and_predict(model, a.images)
+                timed = {**extra, "scoring_seconds": round(time.perf_counter() - start, 3)}
+                scores[a.spec.name], scores[a.spec.name + "_pred"] = s.numpy(), p.numpy()
+                flagged = float(det.flag(s, p).float().mean())
+                rows += _rows(
+                    context, name, name, det.get_params(), a, s_id, p_id, s, p, flagged, timed
+                )
+                if type(det) is UniformDetector:  # the paper's detector, not its variants
+                    raws[a.spec.name] = (a, *det.raw_scores_of(model.eval(), a.images))
+            if type(det) is UniformDetector:
+                rows += _transductive_rows(context, name, det, model, id_test, raws, extra)
+                if not (folder / f"embedding-{model_name}.npz").exists():  # first seed run
+                    _save_mdl_features(folder, model_name, det, model, id_test, sets)
+            np.savez_compressed(folder / "scores" / f"{model_name}-seed{seed}-{name}.npz", **scores)
+            with open(folder / "results.jsonl", "a") as f:
+                for r in rows:
+                    f.write(json.dumps(r) + "\n")
+    record = {
+        "suite": suite.name,
+        "model": model_name,
+        "seed": seed,
+        "fast": fast,
+        "detectors": names,
+        "load_average_at_start": [round(x, 2) for x in load_average],
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "set_seconds": {a.spec.name: a.info.get("seconds") for a in sets},
+        "set_cpu_seconds": {a.spec.name: a.info.get("cpu_seconds") for a in sets},
+        "wall_seconds": {k: round(v, 2) for k, v in clock.wall.items()},
+        "cpu_seconds": {k: round(v, 2) for k, v in clock.cpu.items()},
+    }
+    with open(folder / TIMINGS, "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def _save_mdl_features(
