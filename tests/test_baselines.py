@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.special import logsumexp, softmax
-from sklearn.covariance import OAS, LedoitWolf
+from sklearn.covariance import OAS, EmpiricalCovariance, LedoitWolf
 from sklearn.neighbors import KernelDensity
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
@@ -126,7 +126,10 @@ def test_odin_uses_given_validation_anomalies(world) -> None:
 
 
 # ---------------------------------------------------------------------------- Mahalanobis
-@pytest.mark.parametrize("shrinkage, estimator", [("ledoit-wolf", LedoitWolf), ("oas", OAS)])
+@pytest.mark.parametrize(
+    "shrinkage, estimator",
+    [("ledoit-wolf", LedoitWolf), ("oas", OAS), ("none", EmpiricalCovariance)],
+)
 def test_mahalanobis_equals_numpy(world, shrinkage: str, estimator) -> None:
     model, train, _, x, _ = world
     det = MahalanobisDetector(shrinkage=shrinkage).fit(model, train)

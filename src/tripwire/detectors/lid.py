@@ -65,10 +65,14 @@ def lid_mle(x: torch.Tensor, reference: torch.Tensor, k: int = 20) -> torch.Tens
         >>> round(float(lid_mle(plane[:200], plane[200:], k=20).mean()))
         2
     """
-    d = torch.cdist(x.float(), reference.to(x.device).float()).double()  # N×M
-    d = d.masked_fill(d <= 1e-6 * d.amax(dim=1, keepdim=True), float("inf"))
-    r = torch.topk(d, k, dim=1, largest=False).values
-    ratio = torch.log(r / r[:, -1:])
+    xf, ref = x.float(), reference.to(x.device).float()
+    # Squared distances ‖x‖² + ‖r‖² − 2x·r in one product (what torch.cdist does for more than 25
+    # rows, without its copies); the k smallest are found on squares, roots taken of k only.
+    sq = torch.addmm(ref.square().sum(dim=1), xf, ref.T, alpha=-2.0)
+    sq = sq.add_(xf.square().sum(dim=1, keepdim=True)).clamp_min_(0.0)  # N×M
+    sq = sq.masked_fill_(sq <= 1e-12 * sq.amax(dim=1, keepdim=True), float("inf"))
+    r2 = torch.topk(sq, k, dim=1, largest=False).values.double()
+    ratio = 0.5 * torch.log(r2 / r2[:, -1:])  # log(r_i / r_k)
     return -1.0 / ratio.mean(dim=1).clamp_max(-1e-12)
 
 

@@ -17,7 +17,8 @@ which is the anomaly score (higher = more anomalous; Lee et al.'s confidence is 
   ``"auto"`` chooses ε from a grid on validation anomalies (given ones, else synthetic proxies —
   never test sets).
 * Σ_ℓ is shrunk with Ledoit–Wolf (default) or OAS, whose shrinkage scales with the number of
-  samples and the dimension, instead of a fixed ridge.
+  samples and the dimension, instead of a fixed ridge; ``shrinkage="none"`` keeps the plain
+  maximum-likelihood Σ (class-centred scatter / N), e.g. to compare with other implementations.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.covariance import OAS, LedoitWolf
+from sklearn.covariance import OAS, EmpiricalCovariance, LedoitWolf
 from torch import nn
 
 from tripwire.data.base import ImageSet
@@ -44,7 +45,8 @@ from tripwire.errors import InvalidInputError
 from tripwire.features import LayerTap, Pooling, extract_features, model_device
 
 LOGITS = "logits"
-SHRINKAGES = ("ledoit-wolf", "oas")
+SHRINKAGES = ("ledoit-wolf", "oas", "none")
+_ESTIMATORS = {"ledoit-wolf": LedoitWolf, "oas": OAS, "none": EmpiricalCovariance}
 COMBINES = ("auto", "sum", "logistic")
 
 
@@ -52,7 +54,9 @@ def tied_gaussian(
     features: torch.Tensor, labels: torch.Tensor, num_classes: int, shrinkage: str = "ledoit-wolf"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Class means (K, D), the Cholesky factor L of the shared precision Σ⁻¹ = L Lᵀ (D, D), and
-    which classes had samples (K,), all float64. Σ is shrunk by Ledoit–Wolf or OAS."""
+    which classes had samples (K,), all float64. Σ is shrunk by Ledoit–Wolf or OAS, or with
+    ``"none"`` is the plain maximum-likelihood estimate (class-centred scatter / N; it must then
+    be invertible)."""
     x = features.detach().double().cpu().numpy()
     y = labels.cpu().numpy()
     d = x.shape[1]
@@ -63,11 +67,16 @@ def tied_gaussian(
             means[c] = x[y == c].mean(axis=0)
             present[c] = True
     centred = x - means[y]
-    estimator = LedoitWolf if shrinkage == "ledoit-wolf" else OAS
-    cov = estimator(assume_centered=True).fit(centred).covariance_
-    precision = np.linalg.inv(cov)
-    precision = 0.5 * (precision + precision.T)
-    chol = np.linalg.cholesky(precision)
+    cov = _ESTIMATORS[shrinkage](assume_centered=True).fit(centred).covariance_
+    try:
+        precision = np.linalg.inv(cov)
+        precision = 0.5 * (precision + precision.T)
+        chol = np.linalg.cholesky(precision)
+    except np.linalg.LinAlgError as err:
+        raise InvalidInputError(
+            f"the tied covariance of the {d}-D features is singular (shrinkage={shrinkage!r}); "
+            "use shrinkage='ledoit-wolf' or 'oas'"
+        ) from err
     return torch.from_numpy(means), torch.from_numpy(chol), torch.from_numpy(present)
 
 
@@ -89,7 +98,8 @@ class MahalanobisDetector(Detector):
     Args:
         layers: module names (see `tripwire.features.list_layers`) and/or ``"logits"``.
         pooling: reduction of conv maps (Lee et al.: ``"mean"``).
-        shrinkage: covariance estimator, ``"ledoit-wolf"`` or ``"oas"``.
+        shrinkage: covariance estimator, ``"ledoit-wolf"``, ``"oas"`` or ``"none"`` (the
+            maximum-likelihood Σ, unshrunk).
         epsilon: input pre-processing magnitude (0 = none), or ``"auto"`` to pick it from
             `epsilons` on validation anomalies.
         epsilons: the grid for ``"auto"`` (Lee et al.'s, in [0, 1] pixel units).
