@@ -71,6 +71,8 @@ class Recipe:
         epochs, batch_size, lr, augment_shift, augment_flip, weight_decay, optimizer: arguments of
             `train_classifier`.
         half_precision: store the weights as float16 (the large CIFAR models).
+        calibration_holdout: share of the training split the model never trains on, kept for
+            calibrating detectors' thresholds (see `training_split`); 0 keeps none.
         paper_accuracy: the test accuracy Zhao et al. report for this model, if any.
         base: for an Outlier Exposure twin (see `outlier_exposure_twin`): the zoo model it is
             fine-tuned from (same seed); epochs, batch_size, lr and augment_shift then describe
@@ -94,6 +96,7 @@ class Recipe:
     weight_decay: float = 0.0
     optimizer: str = "adam"
     half_precision: bool = False
+    calibration_holdout: float = 0.0
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     paper_accuracy: float | None = None
     base: str | None = None
@@ -127,6 +130,8 @@ class Recipe:
             "optimizer": OPTIMIZER_NAMES[self.optimizer] + " + OneCycleLR",
             "half_precision": self.half_precision,
         }
+        if self.calibration_holdout:
+            values["calibration_holdout"] = self.calibration_holdout
         if self.base is not None:  # an Outlier Exposure twin
             values["optimizer"] = OPTIMIZER_NAMES[self.optimizer] + " + cosine annealing"
             values["fine_tuned_from"] = self.base
@@ -137,6 +142,29 @@ class Recipe:
 
 
 _RECIPES: dict[str, Recipe] = {}
+CALIBRATION_SPLIT_SEED = 20261122
+
+
+def training_split(
+    name: str, data_dir: str | Path | None = None
+) -> tuple[ImageSet, ImageSet | None]:
+    """(the images zoo model `name` trains on, the calibration images it never sees or None).
+
+    Thresholds calibrated on images the model was trained on are too strict: the model is more
+    confident on them than on new inputs, so more than 1 − TPR of new clean inputs get flagged.
+    A recipe with ``calibration_holdout > 0`` keeps that share of its training split (a fixed
+    seeded split) away from training, for detectors' `calibrate`.
+
+    Example:
+        >>> fit_part, calibration = training_split("cnn-digits8")  # doctest: +SKIP
+        >>> len(calibration)  # doctest: +SKIP
+        269
+    """
+    recipe = get_recipe(name)
+    train = load_source(recipe.source, "train", data_dir)
+    if not recipe.calibration_holdout:
+        return train, None
+    return train.split(recipe.calibration_holdout, seed=CALIBRATION_SPLIT_SEED)
 
 
 def register_recipe(recipe: Recipe) -> Recipe:
@@ -189,6 +217,7 @@ register_recipe(
         batch_size=64,
         lr=3e-3,
         augment_shift=1,
+        calibration_holdout=0.2,
     )
 )
 register_recipe(
@@ -388,7 +417,7 @@ def train_model(
         True
     """
     recipe = get_recipe(name)
-    train_set = load_source(recipe.source, "train", data_dir)
+    train_set, _ = training_split(name, data_dir)
     test_set = load_source(recipe.source, "test", data_dir)
     if train_set.image_shape != recipe.input_shape:
         raise ModelMismatchError(
