@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -52,7 +53,7 @@ def lenet(args: argparse.Namespace) -> dict[str, object]:
     train = load_source("mnist", "train", args.data_dir)
     test = load_source("mnist", "test", args.data_dir)
     t = time.perf_counter()
-    det = DaainDetector(key=EVAL_KEY, head=args.head, n_points=args.n_points, seed=0)
+    det = DaainDetector(key=EVAL_KEY, **detector_params(args))
     det.fit(model, train)
     fit_s = time.perf_counter() - t
     x_id = test.as_float(slice(0, args.n))
@@ -71,8 +72,7 @@ def lenet(args: argparse.Namespace) -> dict[str, object]:
     auroc = {k: metrics.auroc(s_id, det.score(model, v)) for k, v in sets.items()}
     return {
         "setting": "lenet-mnist",
-        "head": args.head,
-        "n_points": det.mask_.n_points,
+        "params": det.get_params(),
         "layers": list(det.layer_shapes_),
         "fit_seconds": fit_s,
         "flow_epochs": det.epochs_run_,
@@ -86,6 +86,7 @@ def segmentation(args: argparse.Namespace) -> dict[str, object]:
     from tripwire.segmentation import (
         attack_segmentation,
         gaussian_noise,
+        image_scores,
         load_canvas,
         paste_patches,
         segmentation_metrics,
@@ -95,39 +96,72 @@ def segmentation(args: argparse.Namespace) -> dict[str, object]:
 
     train = load_canvas("train", n=args.seg_train, data_dir=args.data_dir, seed=0)
     test = load_canvas("test", n=args.n_seg, data_dir=args.data_dir, seed=1)
+    # Validation canvases: other compositions of MNIST *training* digits; with them the
+    # validation anomalies below chose `cell` and `top_k` (no test OOD set was looked at).
+    val = load_canvas("train", n=args.n_seg, data_dir=args.data_dir, seed=11)
     t = time.perf_counter()
     model = train_segmenter(train, epochs=args.seg_epochs, seed=0)
     train_s = time.perf_counter() - t
     quality = segmentation_metrics(model, test)
     t = time.perf_counter()
-    det = DaainDetector(key=EVAL_KEY, head=args.head, n_points=args.n_points, seed=0)
+    det = DaainDetector(key=EVAL_KEY, **detector_params(args))
     det.fit(model, train.as_image_set())
     fit_s = time.perf_counter() - t
-    x = test.images
-    s_id = det.score(model, x)
-    fashion = load_source("fashion-mnist", "test", args.data_dir).as_float(slice(0, 500))
-    omni = load_source("omniglot-inverted", "test", args.data_dir).as_float(slice(0, 500))
+    n = args.n_seg
+
+    def patches(name: str, split: str) -> torch.Tensor:
+        return load_source(name, split, args.data_dir).as_float(slice(0, n))
+
+    xv, x = val.images, test.images
+    validation = {
+        "paste-font-letters-kz": paste_patches(xv, patches("font-letters-kz", "train"), seed=14),
+        "paste-photo-crops": paste_patches(xv, patches("photo-crops", "train"), seed=15),
+        "paste-uniform-noise": paste_patches(xv, uniform_noise((n, 1, 28, 28), seed=21), seed=16),
+    }
     sets = {
         "gaussian": gaussian_noise(tuple(x.shape), seed=2),
         "uniform": uniform_noise(tuple(x.shape), seed=3),
-        "paste-fashion-mnist": paste_patches(x, fashion, seed=4),
-        "paste-omniglot-inverted": paste_patches(x, omni, seed=5),
+        "paste-fashion-mnist": paste_patches(x, patches("fashion-mnist", "test"), seed=4),
+        "paste-omniglot-inverted": paste_patches(x, patches("omniglot-inverted", "test"), seed=5),
         "fgsm-0.1": attack_segmentation(model, x, test.masks, kind="fgsm", eps=0.1),
         "pgd-0.05": attack_segmentation(model, x, test.masks, kind="pgd", eps=0.05, steps=10),
     }
-    auroc = {k: metrics.auroc(s_id, det.score(model, v)) for k, v in sets.items()}
+
+    def local(images: torch.Tensor) -> torch.Tensor:
+        return image_scores(det, model, images, cell=args.cell, top_k=args.top_k)
+
+    def aurocs(id_x: torch.Tensor, named: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+        s_sum, s_loc = det.score(model, id_x), local(id_x)
+        return {
+            k: {
+                "image_sum": metrics.auroc(s_sum, det.score(model, v)),
+                f"top{args.top_k}_cells{args.cell}": metrics.auroc(s_loc, local(v)),
+            }
+            for k, v in named.items()
+        }
+
     return {
         "setting": "tinyunet-mnist-canvas",
         "segmenter_train_seconds": train_s,
         "segmenter_test": quality,
-        "head": args.head,
-        "n_points": det.mask_.n_points,
+        "params": det.get_params(),
+        "cell": args.cell,
+        "top_k": args.top_k,
         "layers": list(det.layer_shapes_),
         "fit_seconds": fit_s,
         "flow_epochs": det.epochs_run_,
-        "auroc": auroc,
+        "auroc_validation": aurocs(xv, validation),
+        "auroc": aurocs(x, sets),
         "speed": speed(det, model, x),
     }
+
+
+def detector_params(args: argparse.Namespace) -> dict[str, object]:
+    params: dict[str, object] = {"head": args.head, "seed": 0}
+    for name in ("n_points", "hidden"):
+        if getattr(args, name) is not None:
+            params[name] = getattr(args, name)
+    return params
 
 
 def main() -> None:
@@ -135,16 +169,27 @@ def main() -> None:
     parser.add_argument("setting", choices=["lenet", "segmentation"])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--head", default="hbos")
-    parser.add_argument("--n-points", type=int, default=512)
+    parser.add_argument("--n-points", type=int, default=None, help="default: the detector's")
+    parser.add_argument("--hidden", type=int, default=None, help="default: the detector's")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
     parser.add_argument("--n", type=int, default=2000, help="ID test / noise / OOD inputs")
     parser.add_argument("--n-attack", type=int, default=1000, help="test images attacked")
     parser.add_argument("--seg-train", type=int, default=4000)
     parser.add_argument("--n-seg", type=int, default=500)
-    parser.add_argument("--seg-epochs", type=int, default=3)
+    parser.add_argument("--seg-epochs", type=int, default=6)
+    parser.add_argument("--cell", type=int, default=8, help="segmentation: cell size (pixels)")
+    parser.add_argument("--top-k", type=int, default=1, help="segmentation: cells averaged")
     parser.add_argument("--out", default=None, help="also write the JSON result here")
     args = parser.parse_args()
     set_progress(False)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     result = lenet(args) if args.setting == "lenet" else segmentation(args)
+    result["load_average"] = {"start": load_before, "end": os.getloadavg()[0]}
+    result["torch_threads"] = torch.get_num_threads()
     text = json.dumps(result, indent=2)
     if args.out:
         with open(args.out, "w") as f:

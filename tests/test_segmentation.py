@@ -17,7 +17,9 @@ from tripwire.segmentation import (
     TinyUNet,
     anomaly_map,
     attack_segmentation,
+    cell_scores,
     gaussian_noise,
+    image_scores,
     make_canvas_set,
     paste_patches,
     segmentation_metrics,
@@ -113,3 +115,29 @@ def test_daain_on_a_segmenter(seg_world: dict[str, Any]) -> None:
     inside = amap[:, :12, :12].mean(dim=(1, 2))
     outside = amap[:, 16:, 16:].mean(dim=(1, 2))
     assert float((inside > outside).float().mean()) > 0.8
+    # Per-image scores from the map: a noise patch pasted into one corner raises the top cell
+    # of most images.
+    patch = x.clone()
+    patch[:, :, :8, :8] = torch.maximum(patch[:, :, :8, :8], torch.rand(60, 1, 8, 8))
+    s_id, s_patch = image_scores(det, model, x, cell=4), image_scores(det, model, patch, cell=4)
+    assert s_id.shape == (60,) and s_id.dtype == torch.float64
+    assert float((s_patch > s_id).float().mean()) > 0.7
+
+
+def test_cells_and_their_top_k_mean(seg_world: dict[str, Any]) -> None:
+    model, x = seg_world["model"], seg_world["test"].images[:10]
+    det = DaainDetector(key="cells", n_points=64, hidden=16, epochs=2, n_blocks=2)
+    det.fit(model, seg_world["train"].as_image_set())
+    grid = cell_scores(det, model, x, cell=8)
+    assert grid.shape == (10, 4, 4)
+    # Every cell that holds a point has a finite mean, and
+    # the cell means weight each point by 1 / (points in its cell).
+    filled = ~torch.isnan(grid[0])
+    assert bool(filled.any()) and bool(torch.isfinite(grid[:, filled]).all())
+    flat = grid.flatten(1)[:, filled.flatten()]
+    top2 = image_scores(det, model, x, cell=8, top_k=2)
+    torch.testing.assert_close(top2, flat.topk(2, dim=1).values.mean(1).double())
+    everything = image_scores(det, model, x, cell=8, top_k=10_000)
+    torch.testing.assert_close(everything, flat.mean(1).double())
+    with pytest.raises(InvalidInputError):
+        image_scores(det, model, x, top_k=0)

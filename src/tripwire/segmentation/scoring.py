@@ -1,16 +1,28 @@
-"""DAAIN on segmentation networks: per-image scores and per-pixel anomaly maps.
+"""DAAIN on segmentation networks: per-location anomaly maps and per-image scores made from them.
 
 Per image, `DaainDetector.score` works on a segmentation model as on a classifier (its
-``predicted`` is the most frequent class of the predicted map). The per-pixel map spreads each
-monitored value's share of the score (`DaainDetector.point_scores`) over the common-resolution
-pixel it was read at: the map at pixel p is the mean share of the points in the cell around p
-(cells of `cell`×`cell` pixels), bilinearly resized to the image size. Dense-layer points have
-no place and are left out.
+``predicted`` is the most frequent class of the predicted map), but it sums the score over all
+monitored values, so a small anomalous region (a patch pasted into a quarter of the image) is
+diluted by the many normal ones. Here each monitored value's share of the score
+(`DaainDetector.point_scores`, e.g. its HBOS term log(1 / hist_d(z_d))) is put back where it was
+read: the common-resolution grid is cut into cells of `cell`×`cell` pixels and
+
+    c_{n,g} = mean { share_{n,i} : point i lies in cell g }        (`cell_scores`)
+
+(dense-layer points have no place and are left out; cells without points are left out of the
+aggregates). The per-pixel map (`anomaly_map`) is c bilinearly resized to the image size; the
+per-image score (`image_scores`) is the mean of the `top_k` highest cells of each image,
+
+    s_n = (1/k) Σ_{j ≤ k} c_{n,(j)}          (c_{n,(1)} ≥ c_{n,(2)} ≥ …)
+
+so an anomaly confined to one region ranks as high as one spread over the whole image.
 
 Example:
     >>> det = DaainDetector().fit(segmenter, canvases.as_image_set())    # doctest: +SKIP
     >>> anomaly_map(det, segmenter, x).shape                              # doctest: +SKIP
     torch.Size([8, 64, 64])
+    >>> image_scores(det, segmenter, x, top_k=2).shape                    # doctest: +SKIP
+    torch.Size([8])
 """
 
 from __future__ import annotations
@@ -21,6 +33,33 @@ from torch.nn import functional as F
 
 from tripwire.detectors.base import DataLike, as_image_set
 from tripwire.detectors.daain import DaainDetector
+from tripwire.errors import InvalidInputError
+
+
+def cell_scores(
+    detector: DaainDetector, model: nn.Module, x: DataLike, *, cell: int = 8
+) -> torch.Tensor:
+    """Mean score share of the monitored points in each `cell`×`cell` cell, N×gh×gw (NaN where
+    a cell holds no point)."""
+    if cell < 1:
+        raise InvalidInputError(f"cell must be ≥ 1 pixel, got {cell}")
+    data = as_image_set(x, "x")
+    terms = detector.point_scores(model, data).float()  # N×n
+    where = detector.mask_.as_tensors()
+    spatial = torch.tensor(
+        [len(detector.layer_shapes_[p.layer]) == 3 for p in detector.mask_.layers]
+    )[where["layer"]]
+    if not bool(spatial.any()):
+        raise InvalidInputError("the detector monitors no spatial (N×C×H×W) layer: no map")
+    res_h, res_w = detector.mask_.resolution
+    gh, gw = -(-res_h // cell), -(-res_w // cell)
+    cell_index = (where["y"] // cell) * gw + (where["x"] // cell)
+    cell_index, terms = cell_index[spatial], terms[:, spatial]
+    sums = torch.zeros(terms.shape[0], gh * gw).index_add_(1, cell_index, terms)
+    counts = torch.zeros(gh * gw).index_add_(0, cell_index, torch.ones(len(cell_index)))
+    means = sums / counts
+    means[:, counts == 0] = float("nan")
+    return means.view(-1, gh, gw)
 
 
 def anomaly_map(
@@ -28,17 +67,19 @@ def anomaly_map(
 ) -> torch.Tensor:
     """Per-pixel anomaly maps N×H×W (higher = more anomalous) of images x N×C×H×W."""
     data = as_image_set(x, "x")
-    terms = detector.point_scores(model, data).float()  # N×n
-    where = detector.mask_.as_tensors()
-    spatial = torch.tensor(
-        [len(detector.layer_shapes_[p.layer]) == 3 for p in detector.mask_.layers]
-    )[where["layer"]]
-    res_h, res_w = detector.mask_.resolution
-    gh, gw = max(1, -(-res_h // cell)), max(1, -(-res_w // cell))
-    cell_index = (where["y"] // cell) * gw + (where["x"] // cell)
-    cell_index, terms = cell_index[spatial], terms[:, spatial]
-    sums = torch.zeros(terms.shape[0], gh * gw).index_add_(1, cell_index, terms)
-    counts = torch.zeros(gh * gw).index_add_(0, cell_index, torch.ones(len(cell_index)))
-    grid = (sums / counts.clamp_min(1)).view(-1, 1, gh, gw)
+    grid = cell_scores(detector, model, data, cell=cell)
+    grid = torch.nan_to_num(grid, nan=0.0).unsqueeze(1)
     h, w = data.image_shape[1:]
     return F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+
+
+def image_scores(
+    detector: DaainDetector, model: nn.Module, x: DataLike, *, cell: int = 8, top_k: int = 1
+) -> torch.Tensor:
+    """Per-image scores (N,) float64: the mean of the `top_k` highest cells of each image."""
+    if top_k < 1:
+        raise InvalidInputError(f"top_k must be ≥ 1, got {top_k}")
+    grid = cell_scores(detector, model, x, cell=cell).flatten(1)
+    grid = grid[:, ~torch.isnan(grid[0])]
+    k = min(top_k, grid.shape[1])
+    return grid.topk(k, dim=1).values.mean(dim=1).double()
