@@ -15,6 +15,7 @@ import torch
 from tiny_world import SHAPE, make_world, trained_world
 from tripwire import metrics
 from tripwire.detectors import Detector, create_detector, list_detectors
+from tripwire.detectors.base import class_thresholds
 from tripwire.errors import FormatError, InvalidInputError, NotFittedError
 
 # Hyper-parameters that suit the tiny world (a detector not listed uses its defaults).
@@ -199,3 +200,21 @@ def test_tampered_files_raise_format_error(damage: str, world: dict[str, Any], t
         st.unlink()
     with pytest.raises(FormatError):
         Detector.load(folder)
+
+
+def test_class_thresholds_use_the_conformal_rank() -> None:
+    scores = torch.arange(100, 0, -1, dtype=torch.float64)  # 100 … 1, all of class 0
+    taus = class_thresholds(scores, torch.zeros(100, dtype=torch.int64), 2, tpr=0.9)
+    assert taus.tolist() == [91.0, 91.0]  # ⌈101 · 0.9⌉ = 91st smallest; class 1 falls back
+    few = class_thresholds(scores[:27], torch.zeros(27, dtype=torch.int64), 1, tpr=0.95)
+    assert few.item() == 100.0  # ⌈28 · 0.95⌉ = 27 = n: the largest
+
+
+def test_class_thresholds_cover_new_id_inputs_at_least_tpr() -> None:
+    g = torch.Generator().manual_seed(0)
+    covered = []
+    for _ in range(400):  # 27 calibration scores, as for one class of the demo, then new ones
+        calib, new = torch.randn(27, generator=g), torch.randn(1000, generator=g)
+        tau = class_thresholds(calib, torch.zeros(27, dtype=torch.int64), 1, tpr=0.95)
+        covered.append(float((new <= tau).double().mean()))
+    assert sum(covered) / len(covered) >= 0.95  # the empirical quantile gave ≈ 0.93

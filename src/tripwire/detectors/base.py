@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,20 +89,30 @@ def check_images(x: object, image_shape: tuple[int, ...] | None = None) -> torch
 def class_thresholds(
     scores: torch.Tensor, predicted: torch.Tensor, num_classes: int, tpr: float, min_count: int = 20
 ) -> torch.Tensor:
-    """Per-class thresholds τ_c accepting a fraction `tpr` of the ID scores predicted as c.
+    """Per-class thresholds τ_c accepting a fraction `tpr` of the ID inputs predicted as c.
 
-    τ_c is the `tpr`-quantile (method "higher") of those scores, so at least `tpr` of them are
-    ≤ τ_c. Classes with fewer than `min_count` ID inputs use the quantile of all scores.
+    τ_c is the ⌈(n + 1)·tpr⌉-th smallest of the n calibration scores predicted as c (the
+    split-conformal rule, Vovk et al. 2005; Angelopoulos & Bates 2021): a new ID input
+    exchangeable with them scores ≤ τ_c with probability ≥ `tpr`. (The plain empirical quantile
+    accepts only about n·tpr / (n + 1) of new inputs — 7 % flagged instead of 5 % with 27
+    calibration images.) Where ⌈(n + 1)·tpr⌉ > n the largest score is used. Classes with fewer
+    than `min_count` ID inputs use the rule over all scores.
     """
     s = scores.double().numpy()
     p = predicted.numpy()
-    overall = float(np.quantile(s, tpr, method="higher"))
+    overall = _conformal_quantile(s, tpr)
     taus = np.full(num_classes, overall)
     for c in range(num_classes):
         sc = s[p == c]
         if len(sc) >= min_count:
-            taus[c] = float(np.quantile(sc, tpr, method="higher"))
+            taus[c] = _conformal_quantile(sc, tpr)
     return torch.from_numpy(taus)
+
+
+def _conformal_quantile(scores: np.ndarray, tpr: float) -> float:
+    """The ⌈(n + 1)·tpr⌉-th smallest score (the largest if that rank exceeds n)."""
+    rank = min(math.ceil((len(scores) + 1) * tpr - 1e-9), len(scores))
+    return float(np.partition(scores, rank - 1)[rank - 1])
 
 
 class Detector(ABC):
