@@ -11,7 +11,12 @@ from tiny_world import SHAPE, TinyNet
 from tripwire import metrics
 from tripwire.data.base import ImageSet
 from tripwire.detectors import FingerprintDetector
-from tripwire.detectors.fingerprints import auto_layers, welch_select
+from tripwire.detectors.fingerprints import (
+    _subset_means,
+    auto_layers,
+    first_activation,
+    welch_select,
+)
 from tripwire.errors import InvalidInputError
 
 D = 100  # synthetic "neurons" = pixels of a 1×10×10 image
@@ -130,3 +135,26 @@ def test_auto_layers_take_the_inputs_of_the_last_dense_layers() -> None:
     assert auto_layers(model, torch.rand(2, *SHAPE)) == ["relu3", "flatten"]
     with pytest.raises(InvalidInputError, match=r"nn\.Linear"):
         auto_layers(nn.Sequential(nn.Conv2d(1, 2, 3)), torch.rand(1, 1, 5, 5))
+
+
+def test_first_activation_is_the_default_layer() -> None:
+    model = TinyNet().eval()
+    assert first_activation(model, torch.rand(2, *SHAPE)) == ["relu1"]
+    with pytest.raises(InvalidInputError, match="activation"):
+        first_activation(nn.Sequential(nn.Flatten(), nn.Linear(25, 2)), torch.rand(1, 1, 5, 5))
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(60, *SHAPE, generator=g)
+    shifted = (x + 0.3 * torch.rand(60, *SHAPE, generator=g)).clamp(0, 1)
+    det = FingerprintDetector(n_candidates=100, n_sample=5).fit(model, x, anomalies=shifted)
+    assert det.layers_ == ["relu1"] and det.n_neurons_ == 4 * 12 * 12
+    old = FingerprintDetector(layers="penultimate", n_candidates=100, n_sample=5)
+    assert old.fit(model, x, anomalies=shifted).layers_ == ["relu3", "flatten"]
+
+
+def test_subset_means_match_a_dense_selection() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 40, generator=g)
+    cand = torch.rand(25, 40, generator=g).argsort(dim=1)[:, :7]
+    sel = torch.zeros(40, 25)
+    sel.scatter_(0, cand.T, 1.0 / 7)
+    torch.testing.assert_close(_subset_means(x, cand, rows=64), x @ sel)
