@@ -5,15 +5,20 @@ then time `score` over MNIST test (10k) and, right before it, the bare model for
 images (eval mode, no_grad, same batch size). The ratio forward_time / score_time is the
 "fraction of bare forward throughput" (≥ 0.5 required for non-gradient detectors). Times are the
 median of `--repeats` runs, forward and detector interleaved so CPU contention hits both alike.
+A detector may carry hyper-parameters, ``name:key=value,key=value`` (values parsed as JSON when
+they can be, e.g. ``mahalanobis:epsilon=0.0014`` or ``kd_bu:max_per_class=1000``). The 1-minute
+load average is printed with each row.
 
 Usage:
     TRIPWIRE_DATA=../shared/data .venv/bin/python scripts/bench_detectors.py \
-        msp energy mahalanobis elo kd_bu lid odin
+        msp energy mahalanobis elo lid kd_bu odin mahalanobis:epsilon=0.0014
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import statistics
 import time
@@ -34,6 +39,19 @@ def forward_time(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> fl
     return time.perf_counter() - t
 
 
+def parse_spec(spec: str) -> tuple[str, dict[str, object]]:
+    """``"name:key=value,key=value"`` → (name, {key: value}); values are JSON when they parse."""
+    name, _, rest = spec.partition(":")
+    params: dict[str, object] = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return name, params
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("detectors", nargs="+")
@@ -41,7 +59,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fit-size", type=int, default=60_000)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
 
     model = load_model("lenet-mnist", data_dir=args.data_dir).eval()
     train = load_source("mnist", "train", args.data_dir)
@@ -49,10 +71,12 @@ def main() -> None:
     test = load_source("mnist", "test", args.data_dir).as_float()
     fgsm = None
     print(
-        f"{'detector':<12} {'fit s':>7} {'fwd s':>7} {'score s':>8} {'× fwd':>6} {'maxrss MB':>9}"
+        f"{'detector':<32} {'fit s':>7} {'fwd s':>7} {'score s':>8} {'× fwd':>6} "
+        f"{'maxrss MB':>9} {'load':>5}"
     )
-    for name in args.detectors:
-        det = create_detector(name)
+    for spec in args.detectors:
+        name, params = parse_spec(spec)
+        det = create_detector(name, **params)
         anomalies = None
         if det.needs_anomalies:
             if fgsm is None:
@@ -74,9 +98,13 @@ def main() -> None:
             score.append(time.perf_counter() - t)
         f, s = statistics.median(fwd), statistics.median(score)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        grad = " (gradient)" if det.needs_gradients or getattr(det, "epsilon_", 0) else ""
+        eps = getattr(det, "epsilon_", None)
+        note = "" if eps is None else f" ε={eps}"
+        note += " (gradient)" if det.needs_gradients or eps else ""
+        load = os.getloadavg()[0]
         print(
-            f"{name:<12} {fit_s:7.1f} {f:7.2f} {s:8.2f} {f / s:6.2f} {rss:9.0f}{grad}", flush=True
+            f"{spec:<32} {fit_s:7.1f} {f:7.2f} {s:8.2f} {f / s:6.2f} {rss:9.0f} {load:5.1f}{note}",
+            flush=True,
         )
 
 
