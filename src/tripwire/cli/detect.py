@@ -65,7 +65,9 @@ def fit_command(
     ),
     param: list[str] = PARAM,
     calibration_fraction: float = typer.Option(
-        0.1, help="Share of the data held out to set the per-class thresholds."
+        0.1,
+        help="Share of the data held out to set the per-class thresholds (unused with a zoo "
+        "model's own training data when its recipe keeps calibration images out of training).",
     ),
     tpr: float = typer.Option(0.95, help="Share of held-out ID inputs each threshold accepts."),
     seed: int = typer.Option(0, help="Seed of the calibration split (and the zoo model copy)."),
@@ -75,14 +77,18 @@ def fit_command(
     """Fit a detector for a model on in-distribution data, calibrate its thresholds, save it."""
     ref = ModelReference(model, None if weights is None else str(weights), seed)
     net = ref.load(data_dir, cache_dir)
+    calib_set = None
     if data is None:
         if not ref.is_zoo:
             raise InvalidInputError("--data is required for a model that is not in the zoo")
-        from tripwire.models.zoo import get_recipe
+        from tripwire.models.zoo import get_recipe, training_split
 
         data = get_recipe(model).source
-    id_data = _load_data(data, "train", data_dir)
-    fit_set, calib_set = id_data.split(calibration_fraction, seed=seed)
+        fit_set, calib_set = training_split(model, data_dir)  # images the model never saw
+    if calib_set is None:
+        fit_set, calib_set = _load_data(data, "train", data_dir).split(
+            calibration_fraction, seed=seed
+        )
     det = create_detector(detector, **parse_params(param))
     anomalies = None
     if det.needs_anomalies:
