@@ -133,3 +133,10 @@ def test_mahalanobis_singular_covariance_raises_clearly() -> None:
     with pytest.raises(InvalidInputError, match="singular"):
         MahalanobisDetector(shrinkage="none").fit(net, train)
     MahalanobisDetector().fit(net, train)  # Ledoit–Wolf still inverts it
+
+
+def test_kd_sets_default_to_2000_per_class() -> None:
+    labels = torch.cat([torch.zeros(2500), torch.ones(300)]).long()
+    z = torch.randn(2800, 3, generator=torch.Generator().manual_seed(4))
+    assert _kd_detector(z, labels, 2).counts_.tolist() == [2000, 300]
+    assert _kd_detector(z, labels, 2, max_per_class=None).counts_.tolist() == [2500, 300]
