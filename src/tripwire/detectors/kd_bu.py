@@ -144,7 +144,7 @@ class KDBUDetector(Detector):
             subsample; None = all, as the paper). Default 2000: each scored input costs one
             product with its class's set, so the full MNIST sets (≈ 4,900 per class) cost about
             a LeNet forward pass; 2,000 gave the same validation AUROC (FGSM of held-out
-            training images: 0.9285 vs 0.9265 with all) at 0.68× instead of 0.53× the bare
+            training images: 0.9285 vs 0.9265 with all) at ≈ 0.7× instead of ≈ 0.55× the bare
             forward throughput (`docs/benchmarks.md`).
         holdout_fraction: share of the ID data kept out of the KD sets to fit the regression.
         max_fusion: at most this many ID inputs and anomalies fit the regression.
