@@ -38,11 +38,18 @@ def throughput(fn, x: torch.Tensor, batch_size: int = 256, repeats: int = 3) -> 
     return len(x) / best
 
 
-def speed(det: DaainDetector, model: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
+def speed(
+    det: DaainDetector, model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256
+) -> dict[str, float]:
     with torch.no_grad(), eval_mode(model):
-        bare = throughput(model, x)
-    scored = throughput(lambda xb: det.score(model, xb, batch_size=256), x)
-    return {"bare_img_per_s": bare, "daain_img_per_s": scored, "ratio": scored / bare}
+        bare = throughput(model, x, batch_size)
+    scored = throughput(lambda xb: det.score(model, xb, batch_size=batch_size), x, batch_size)
+    return {
+        "batch_size": batch_size,
+        "bare_img_per_s": bare,
+        "daain_img_per_s": scored,
+        "ratio": scored / bare,
+    }
 
 
 def lenet(args: argparse.Namespace) -> dict[str, object]:
@@ -78,7 +85,7 @@ def lenet(args: argparse.Namespace) -> dict[str, object]:
         "flow_epochs": det.epochs_run_,
         "n_anomalies": {k: len(v) for k, v in sets.items()},
         "auroc": auroc,
-        "speed": speed(det, model, test.as_float(slice(0, 4096))),
+        "speed": [speed(det, model, test.as_float(slice(0, 4096)), b) for b in args.speed_batch],
     }
 
 
@@ -152,7 +159,7 @@ def segmentation(args: argparse.Namespace) -> dict[str, object]:
         "flow_epochs": det.epochs_run_,
         "auroc_validation": aurocs(xv, validation),
         "auroc": aurocs(x, sets),
-        "speed": speed(det, model, x),
+        "speed": [speed(det, model, x, b) for b in args.speed_batch],
     }
 
 
@@ -181,6 +188,9 @@ def main() -> None:
     parser.add_argument("--seg-epochs", type=int, default=6)
     parser.add_argument("--cell", type=int, default=8, help="segmentation: cell size (pixels)")
     parser.add_argument("--top-k", type=int, default=1, help="segmentation: cells averaged")
+    parser.add_argument(
+        "--speed-batch", type=int, nargs="+", default=[256], help="batch sizes for throughput"
+    )
     parser.add_argument("--out", default=None, help="also write the JSON result here")
     args = parser.parse_args()
     set_progress(False)
