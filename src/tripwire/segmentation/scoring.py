@@ -15,7 +15,10 @@ per-image score (`image_scores`) is the mean of the `top_k` highest cells of eac
 
     s_n = (1/k) Σ_{j ≤ k} c_{n,(j)}          (c_{n,(1)} ≥ c_{n,(2)} ≥ …)
 
-so an anomaly confined to one region ranks as high as one spread over the whole image.
+meant to rank an anomaly confined to one region as high as one spread over the whole image.
+On the MNIST canvases it did not beat the whole-image sum on validation anomalies (pasted
+letters, photo crops, noise patches; docs/benchmarks.md, DAAIN): a pasted patch changes the
+deep layers' activations far beyond its own pixels, and each cell holds few monitored values.
 
 Example:
     >>> det = DaainDetector().fit(segmenter, canvases.as_image_set())    # doctest: +SKIP
