@@ -3,8 +3,13 @@
 Usage:
     .venv/bin/python scripts/bench_training.py lenet-mnist --data-dir ../shared/data
     .venv/bin/python scripts/bench_training.py cnn-digits8 --seeds 0 1 2
+    .venv/bin/python scripts/bench_training.py resnet-cifar10 vgg16-cifar10 --step-cost 5
 
-Each (model, seed) is trained from scratch with its zoo recipe into a temporary cache (or
+`--step-cost N` only times N SGD steps of each recipe's architecture on random inputs of its batch
+size (CPU seconds of this thread, the first step dropped) and projects the CPU hours of the whole
+recipe — to plan a long CPU training (the CIFAR models) before starting it.
+
+Otherwise each (model, seed) is trained from scratch with its zoo recipe into a temporary cache (or
 --cache-dir); one markdown table row per run is printed, with the machine's load average, since
 the machine may be shared and wall-clock time then says little on its own.
 """
@@ -31,12 +36,16 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--cache-dir", default=None, help="default: a temporary folder")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--step-cost", type=int, default=0, metavar="N", help="time N steps only")
     args = parser.parse_args()
     set_progress(args.progress)
     cpu = platform.processor() or platform.machine()
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} CPUs ({cpu})")
     print()
+    if args.step_cost:
+        step_costs(args.names, args.step_cost, args.epochs)
+        return
     print("| model | seed | epochs | test accuracy | wall s | CPU s | load avg (start → end) |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,6 +72,34 @@ def main() -> None:
                     f"{cpu_s:.0f} | {load0:.1f} → {load1:.1f} |",
                     flush=True,
                 )
+
+
+def step_costs(names: list[str], steps: int, epochs: int | None) -> None:
+    """Print the CPU seconds per training step and the projected CPU hours of each recipe."""
+    print("| model | batch | CPU s / step | CPU h / epoch (50k images) | epochs | CPU h | load |")
+    print("|---|---|---|---|---|---|---|")
+    for name in names:
+        recipe = get_recipe(name)
+        model = recipe.build(0).train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        x = torch.rand(recipe.batch_size, *recipe.input_shape)
+        y = torch.randint(0, recipe.num_classes, (recipe.batch_size,))
+        costs = []
+        for _ in range(steps + 1):
+            start = time.process_time()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            costs.append(time.process_time() - start)
+        step = sorted(costs[1:])[len(costs[1:]) // 2]
+        per_epoch = step * 50_000 / recipe.batch_size / 3600
+        n_epochs = epochs or recipe.epochs
+        print(
+            f"| {name} | {recipe.batch_size} | {step:.2f} | {per_epoch:.3f} | {n_epochs} | "
+            f"{per_epoch * n_epochs:.1f} | {os.getloadavg()[0]:.1f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
