@@ -95,6 +95,7 @@ def segmentation(args: argparse.Namespace) -> dict[str, object]:
         gaussian_noise,
         image_scores,
         load_canvas,
+        mean_entropy,
         paste_patches,
         segmentation_metrics,
         train_segmenter,
@@ -138,11 +139,12 @@ def segmentation(args: argparse.Namespace) -> dict[str, object]:
         return image_scores(det, model, images, cell=args.cell, top_k=args.top_k)
 
     def aurocs(id_x: torch.Tensor, named: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
-        s_sum, s_loc = det.score(model, id_x), local(id_x)
+        s_sum, s_loc, s_ent = det.score(model, id_x), local(id_x), mean_entropy(model, id_x)
         return {
             k: {
                 "image_sum": metrics.auroc(s_sum, det.score(model, v)),
                 f"top{args.top_k}_cells{args.cell}": metrics.auroc(s_loc, local(v)),
+                "baseline_mean_entropy": metrics.auroc(s_ent, mean_entropy(model, v)),
             }
             for k, v in named.items()
         }

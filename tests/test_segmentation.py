@@ -21,6 +21,7 @@ from tripwire.segmentation import (
     gaussian_noise,
     image_scores,
     make_canvas_set,
+    mean_entropy,
     paste_patches,
     segmentation_metrics,
     train_segmenter,
@@ -141,3 +142,26 @@ def test_cells_and_their_top_k_mean(seg_world: dict[str, Any]) -> None:
     torch.testing.assert_close(everything, flat.mean(1).double())
     with pytest.raises(InvalidInputError):
         image_scores(det, model, x, top_k=0)
+
+
+def test_mean_entropy_baseline() -> None:
+    class Logits(torch.nn.Module):
+        """Per-pixel logits: uniform over 11 classes where the image is 0, one-hot-ish where 1."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.tensor(50.0))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            logits = torch.zeros(x.shape[0], 11, *x.shape[2:])
+            logits[:, 0] = self.scale * x[:, 0]
+            return logits
+
+    x = torch.zeros(3, 1, 8, 8)
+    x[1] = 1.0
+    x[2, :, :4] = 1.0  # half confident, half uniform
+    h = mean_entropy(Logits(), x)
+    assert h.shape == (3,) and h.dtype == torch.float64
+    torch.testing.assert_close(h[0], torch.log(torch.tensor(11.0, dtype=torch.float64)))
+    assert float(h[1]) < 1e-12
+    torch.testing.assert_close(h[2], (h[0] + h[1]) / 2)

@@ -22,7 +22,7 @@ from tripwire.segmentation.canvas import (
     make_canvas_set,
 )
 from tripwire.segmentation.model import TinyUNet, segmentation_metrics, train_segmenter
-from tripwire.segmentation.scoring import anomaly_map, cell_scores, image_scores
+from tripwire.segmentation.scoring import anomaly_map, cell_scores, image_scores, mean_entropy
 
 __all__ = [
     "BACKGROUND",
@@ -36,6 +36,7 @@ __all__ = [
     "image_scores",
     "load_canvas",
     "make_canvas_set",
+    "mean_entropy",
     "paste_patches",
     "segmentation_metrics",
     "train_segmenter",

@@ -37,6 +37,7 @@ from torch.nn import functional as F
 from tripwire.detectors.base import DataLike, as_image_set
 from tripwire.detectors.daain import DaainDetector
 from tripwire.errors import InvalidInputError
+from tripwire.features import eval_mode, model_device
 
 
 def cell_scores(
@@ -86,3 +87,24 @@ def image_scores(
     grid = grid[:, ~torch.isnan(grid[0])]
     k = min(top_k, grid.shape[1])
     return grid.topk(k, dim=1).values.mean(dim=1).double()
+
+
+@torch.no_grad()
+def mean_entropy(model: nn.Module, x: DataLike, batch_size: int = 256) -> torch.Tensor:
+    """A baseline without DAAIN: the mean per-pixel predictive entropy of a segmenter, (N,).
+
+    s_n = (1/HW) Σ_p H(softmax(f(x_n)_p)), H(q) = −Σ_k q_k log q_k (higher = more anomalous;
+    Hendrycks & Gimpel's confidence baseline, per pixel and averaged over the image).
+
+    Example:
+        >>> mean_entropy(TinyUNet(), torch.rand(2, 1, 64, 64)).shape   # doctest: +SKIP
+        torch.Size([2])
+    """
+    data = as_image_set(x, "x")
+    device = model_device(model)
+    out = []
+    with eval_mode(model):
+        for xb in data.batches(batch_size):
+            p = F.softmax(model(xb.to(device)).double(), dim=1)
+            out.append(-(p * torch.log(p.clamp_min(1e-300))).sum(1).flatten(1).mean(1).cpu())
+    return torch.cat(out)
