@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from tripwire.anomalies import AnomalySet, get_generator, list_generators, make_anomalies
 from tripwire.errors import FormatError, InvalidInputError
 
-ATTACKS = ["fgsm", "bim-a", "bim-b", "pgd-linf", "pgd-l2", "cw-l2", "jsma", "deepfool"]
+ATTACKS = ["fgsm", "bim-a", "bim-b", "pgd-linf", "pgd-l2", "cw-l2", "jsma", "deepfool", "one-pixel"]
 # cheap settings so the contract suite stays fast; the defaults are exercised on the LeNet
 FAST = {
     "bim-a": {"steps": 10, "step": 0.05},
@@ -21,6 +21,7 @@ FAST = {
     "pgd-l2": {"steps": 10, "step": 0.5, "eps": 2.0},
     "cw-l2": {"steps": 15, "binary_steps": 2, "lr": 0.2},
     "deepfool": {"steps": 10},
+    "one-pixel": {"population": 20, "iterations": 5},
 }
 SHAPE = (1, 8, 8)
 
@@ -88,6 +89,8 @@ def test_attack_contract(kind: str, num_classes: int) -> None:
         assert float(s.norms["linf"].max()) <= eps + 1e-6
     if kind == "pgd-l2":
         assert float(s.norms["l2"].max()) <= eps + 1e-5
+    if kind == "one-pixel":
+        assert (s.norms["l0"] <= s.params["pixels"]).all()  # one channel: l0 counts pixels
     # these attacks should flip almost everything on an untrained model
     if kind in ("bim-b", "pgd-linf", "cw-l2", "deepfool"):
         assert s.success.float().mean() >= 0.9, s.summary()
