@@ -126,18 +126,19 @@ def per_class_histogram_figure(
         bins = spread * np.sinh(np.linspace(np.arcsinh(lo / spread), np.arcsinh(hi / spread), 40))
         decades = range(math.ceil(math.log10(spread)), math.floor(math.log10(max(hi, spread))) + 1)
         ticks = [t for t in [0.0, *(10.0**k for k in decades)] if lo <= t <= hi]
+    lo, hi = float(bins[0]), float(bins[-1])  # clip to the bins exactly (sinh round-off)
     cols = max(1, min(cols, len(classes)))
     rows = (len(classes) + cols - 1) // cols
     fig = Figure(figsize=(3.2 * cols, 2.6 * rows + 0.6))
     axes = fig.subplots(rows, cols, squeeze=False, sharex=True)
     for ax, c in zip(axes.flat, classes, strict=False):
-        mine = id_s[id_p == c]
+        mine = id_s[(id_p == c) & np.isfinite(id_s)]
         counts = [f"ID {len(mine)}"]
         if len(mine):
             ax.hist(np.clip(mine, lo, hi), bins=bins, density=True, color="0.6", alpha=0.6)
             ax.axvline(np.percentile(mine, 95), color="k", ls="--", lw=0.8)
         for i, (name, (s, p)) in enumerate(data.items()):
-            theirs = s[p == c]
+            theirs = s[(p == c) & np.isfinite(s)]
             counts.append(f"{name} {len(theirs)}")
             if len(theirs):
                 clipped = np.clip(theirs, lo, hi)
