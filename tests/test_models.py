@@ -33,6 +33,7 @@ from tripwire.models import (
     save_weights,
     train_classifier,
     train_model,
+    training_split,
     weights_digest,
 )
 from tripwire.models.training import random_flip, random_shift
@@ -266,12 +267,24 @@ def test_zoo_lists_its_recipes() -> None:
         get_recipe("lenet-cifar")
 
 
+def test_training_split_keeps_calibration_images_out_of_training() -> None:
+    fit_part, calibration = training_split("cnn-digits8")
+    assert calibration is not None and (len(fit_part), len(calibration)) == (1078, 269)
+    seen = {tuple(row) for row in fit_part.as_float().flatten(1).tolist()}
+    assert not any(tuple(row) in seen for row in calibration.as_float().flatten(1).tolist())
+    again, _ = training_split("cnn-digits8")
+    assert torch.equal(again.as_float(), fit_part.as_float())  # a fixed split
+    assert get_recipe("lenet-mnist").calibration_holdout == 0  # its training set is unchanged
+
+
 def test_zoo_stores_a_card_and_reloads_identical_logits(digits_cache: Path) -> None:
     card = read_card("cnn-digits8", 0, digits_cache)
     assert card is not None
     for key in ("test_accuracy", "seed", "recipe", "train_data", "weights_digest", "versions"):
         assert key in card
-    assert card["recipe"]["epochs"] == 1 and card["train_data"]["n"] == 1347
+    # 269 of the 1,347 training digits are kept out of training for calibration
+    assert card["recipe"]["epochs"] == 1 and card["train_data"]["n"] == 1347 - 269
+    assert card["recipe"]["calibration_holdout"] == 0.2
     assert len(card["train_data"]["sha256"]) == 64 and "torch" in card["versions"]
     a = load_model("cnn-digits8", cache_dir=digits_cache, train_if_missing=False)
     b = load_model("cnn-digits8", cache_dir=digits_cache, train_if_missing=False)

@@ -27,6 +27,7 @@ from tripwire.models.zoo import (
     recipe_matches,
     register_recipe,
     train_model,
+    training_split,
 )
 
 __all__ = [
@@ -55,5 +56,6 @@ __all__ = [
     "save_weights",
     "train_classifier",
     "train_model",
+    "training_split",
     "weights_digest",
 ]
