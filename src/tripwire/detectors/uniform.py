@@ -45,7 +45,10 @@ class UniformDetector(Detector):
         betas: (β1, β2), weights of the MDL and logit scores (paper: 0.5, 0.5).
         pooling: reduction of the MDL's conv map: ``"mean"`` (paper), ``"max"``, ``"meanstd"``.
         holdout_fraction: share of the ID data kept out of the SVM fit for the min–max constants.
-        max_per_class: at most this many inputs per class fit an SVM (seeded subsample).
+        max_per_class: at most this many inputs per class fit an SVM (seeded subsample); None
+            fits on all of them, as the paper. The default 2,000 roughly halves the scoring cost
+            on MNIST (≈ 215 instead of ≈ 590 support vectors a class) and cost no AUROC on the
+            validation anomalies (`scripts/validate_svm_cap.py`: every set within 0.03 points).
         seed: seed of the hold-out split, subsampling and proxies.
 
     Example:
@@ -66,7 +69,7 @@ class UniformDetector(Detector):
         betas: Sequence[float] = (0.5, 0.5),
         pooling: Pooling = "mean",
         holdout_fraction: float = 0.1,
-        max_per_class: int = 10_000,
+        max_per_class: int | None = 2000,
         seed: int = 0,
     ) -> None:
         self.layer = layer
@@ -92,6 +95,8 @@ class UniformDetector(Detector):
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
         if not (self.gamma == "scale" or (isinstance(self.gamma, float | int) and self.gamma > 0)):
             raise ValueError(f"gamma must be 'scale' or a positive number, got {self.gamma!r}")
+        if self.max_per_class is not None and self.max_per_class < 5:
+            raise ValueError(f"max_per_class must be None or ≥ 5, got {self.max_per_class}")
 
     # ------------------------------------------------------------------------------ fitting
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
@@ -217,8 +222,10 @@ class UniformDetector(Detector):
         )
 
 
-def _subsample_per_class(pred: torch.Tensor, k: int, cap: int, seed: int) -> torch.Tensor:
-    """Indices keeping at most `cap` inputs of each predicted class (seeded)."""
+def _subsample_per_class(pred: torch.Tensor, k: int, cap: int | None, seed: int) -> torch.Tensor:
+    """Indices keeping at most `cap` inputs of each predicted class (seeded; None keeps all)."""
+    if cap is None:
+        return torch.arange(len(pred))
     g = torch.Generator().manual_seed(seed)
     keep = []
     for c in range(k):

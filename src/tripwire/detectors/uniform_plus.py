@@ -64,7 +64,7 @@ class UniformPlusDetector(UniformDetector):
         tail: float = 0.99,
         fusion: str = "sum",
         holdout_fraction: float = 0.1,
-        max_per_class: int = 10_000,
+        max_per_class: int | None = 2000,
         seed: int = 0,
     ) -> None:
         self.layer = layer
