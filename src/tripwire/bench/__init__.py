@@ -9,6 +9,9 @@ DEVIATIONS = (
     "Uniform detector: min–max constants from held-out ID training images; the paper took them "
     "over the evaluation scores themselves (transductive). That variant is reported as "
     "`uniform-paper-transductive`, for comparison only.",
+    "Uniform detector: each class's one-class SVMs are fitted on at most 2,000 seeded inputs of "
+    "that class (`max_per_class`; the paper used all); on validation anomalies this changed no "
+    "AUROC by more than 0.03 points and roughly halves the scoring cost.",
     "Uniform detector: the MDL is chosen by synthetic proxies made from ID training images "
     "(pixel/tile shuffles, blind ±0.3 noise, mixup, smooth noise); the paper chose it with an "
     "OOD 'mix' set.",
