@@ -52,6 +52,25 @@ def list_layers(model: nn.Module, *, leaves_only: bool = True) -> list[str]:
     return names
 
 
+ACTIVATIONS: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Softplus,
+    nn.Tanh,
+    nn.Sigmoid,
+)
+"""The element-wise non-linearities whose outputs detectors monitor as "the activations"."""
+
+
 def pool(activation: torch.Tensor, pooling: Pooling = "mean") -> torch.Tensor:
     """Reduce one layer's activation to an N×D matrix (see the module docstring)."""
     if activation.ndim == 2:

@@ -57,7 +57,7 @@ from tripwire.detectors.daain_mask import LayerPoints, SubsampleMask, key_finger
 from tripwire.detectors.hbos import Hbos
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import FormatError, InvalidInputError, NotFittedError
-from tripwire.features import eval_mode, model_device
+from tripwire.features import ACTIVATIONS, eval_mode, model_device
 from tripwire.progress import track
 
 log = logging.getLogger(__name__)
@@ -66,21 +66,6 @@ HEADS = ("hbos", "nll", "mahalanobis", "euclidean", "logistic")
 FLOWS = ("realnvp", "maf", "nsf")
 KEY_FORMAT = "tripwire-daain-key"
 KEY_NAME = "key.json"
-
-_ACTIVATIONS = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Hardswish,
-    nn.Tanh,
-    nn.Sigmoid,
-)
 
 
 def probe_layers(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, tuple[int, ...]]]:
@@ -121,7 +106,7 @@ def monitor_layers(model: nn.Module, x: torch.Tensor) -> list[str]:
     activations).
     """
     probed = probe_layers(model, x)
-    names = [n for n, m, _ in probed if isinstance(m, _ACTIVATIONS)]
+    names = [n for n, m, _ in probed if isinstance(m, ACTIVATIONS)]
     if not names:
         names = [n for n, m, _ in probed if isinstance(m, nn.Conv2d | nn.Linear)]
     if probed and probed[-1][0] not in names:

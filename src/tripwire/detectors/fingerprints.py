@@ -66,7 +66,7 @@ from tripwire.data.base import ImageSet
 from tripwire.detectors.base import Detector
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import InvalidInputError
-from tripwire.features import LayerTap, model_device
+from tripwire.features import ACTIVATIONS, LayerTap, model_device
 from tripwire.progress import track
 
 logger = logging.getLogger(__name__)
@@ -140,24 +140,6 @@ def auto_layers(model: nn.Module, sample: torch.Tensor, n_dense: int = 2) -> lis
     return chosen
 
 
-_ACTIVATIONS = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Hardswish,
-    nn.Softplus,
-    nn.Tanh,
-    nn.Sigmoid,
-)
-
-
 def first_activation(model: nn.Module, sample: torch.Tensor) -> list[str]:
     """The first activation module (ReLU, GELU, …) the model runs on `sample`, as a one-item list.
 
@@ -175,7 +157,7 @@ def first_activation(model: nn.Module, sample: torch.Tensor) -> list[str]:
     order: list[str] = []
     handles = []
     for name, module in model.named_modules():
-        if name and isinstance(module, _ACTIVATIONS):
+        if name and isinstance(module, ACTIVATIONS):
             handles.append(
                 module.register_forward_hook(lambda *_, n=name: order.append(n))  # type: ignore[misc]
             )

@@ -32,25 +32,9 @@ from tripwire.data.base import ImageSet
 from tripwire.detectors._baselines import LogisticFusion, in_batches
 from tripwire.detectors.base import Detector
 from tripwire.detectors.registry import register_detector
-from tripwire.features import LayerTap, extract_features, list_layers, model_device
+from tripwire.features import ACTIVATIONS, LayerTap, extract_features, list_layers, model_device
 
 LOGITS = "logits"
-_ACTIVATIONS = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Softplus,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.Hardswish,
-)
 
 
 def lid_mle(x: torch.Tensor, reference: torch.Tensor, k: int = 20) -> torch.Tensor:
@@ -79,7 +63,7 @@ def lid_mle(x: torch.Tensor, reference: torch.Tensor, k: int = 20) -> torch.Tens
 def default_layers(model: nn.Module) -> list[str]:
     """The model's activation modules (ReLU, GELU, …) in order, plus ``"logits"``."""
     modules = dict(model.named_modules())
-    acts = [n for n in list_layers(model) if isinstance(modules[n], _ACTIVATIONS)]
+    acts = [n for n in list_layers(model) if isinstance(modules[n], ACTIVATIONS)]
     return [*acts, LOGITS]
 
 
