@@ -6,8 +6,9 @@ Usage:
     .venv/bin/python scripts/bench_training.py resnet-cifar10 vgg16-cifar10 --step-cost 5
 
 `--step-cost N` only times N SGD steps of each recipe's architecture on random inputs of its batch
-size (CPU seconds of this thread, the first step dropped) and projects the CPU hours of the whole
-recipe — to plan a long CPU training (the CIFAR models) before starting it.
+size (CPU seconds of this process, the first step dropped; bfloat16 autocast where the recipe and
+the CPU allow it) and projects the CPU hours of the whole recipe — to plan a long CPU training
+(the CIFAR models) before starting it.
 
 Otherwise each (model, seed) is trained from scratch with its zoo recipe into a temporary cache (or
 --cache-dir); one markdown table row per run is printed, with the machine's load average, since
@@ -24,6 +25,7 @@ import time
 
 import torch
 
+from tripwire.models.training import bf16_supported
 from tripwire.models.zoo import get_recipe, train_model
 from tripwire.progress import set_progress
 
@@ -84,10 +86,13 @@ def step_costs(names: list[str], steps: int, epochs: int | None) -> None:
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         x = torch.rand(recipe.batch_size, *recipe.input_shape)
         y = torch.randint(0, recipe.num_classes, (recipe.batch_size,))
+        autocast = recipe.mixed_precision and bf16_supported(torch.device("cpu"))
         costs = []
         for _ in range(steps + 1):
             start = time.process_time()
-            loss = torch.nn.functional.cross_entropy(model(x), y)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                logits = model(x)
+            loss = torch.nn.functional.cross_entropy(logits.float(), y)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -36,7 +36,7 @@ from tripwire.models import (
     training_split,
     weights_digest,
 )
-from tripwire.models.training import random_flip, random_shift
+from tripwire.models.training import bf16_supported, random_flip, random_shift
 
 ARCHITECTURES = [
     pytest.param(
@@ -190,6 +190,21 @@ def test_sgd_training_learns_and_unknown_optimizer_is_refused() -> None:
         train_classifier(
             model, train, test, epochs=1, batch_size=16, lr=0.1, seed=0, optimizer="rmsprop"
         )
+
+
+def test_mixed_precision_training_learns_and_is_part_of_the_run(tmp_path: Path) -> None:
+    train, test = _tiny_sets()
+    kwargs = {"epochs": 3, "batch_size": 16, "lr": 0.05, "seed": 0, "optimizer": "sgd"}
+    model = _seeded(lambda: SmallCNN())
+    ckpt = tmp_path / "ckpt"
+    result = train_classifier(
+        model, train, test, mixed_precision=True, checkpoint=ckpt, progress=False, **kwargs
+    )
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    with pytest.raises(ModelMismatchError, match="another training run"):  # float32 is another run
+        train_classifier(SmallCNN(), train, test, checkpoint=ckpt, progress=False, **kwargs)
+    assert isinstance(bf16_supported(torch.device("cpu")), bool)
 
 
 def test_training_resumes_from_a_checkpoint_to_the_same_weights(tmp_path: Path) -> None:

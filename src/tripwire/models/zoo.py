@@ -68,8 +68,8 @@ class Recipe:
         source: the data source (``load_source`` name) with ``"train"`` and ``"test"`` splits.
         input_shape: (C, H, W) the model expects.
         num_classes: number of outputs.
-        epochs, batch_size, lr, augment_shift, augment_flip, weight_decay, optimizer: arguments of
-            `train_classifier`.
+        epochs, batch_size, lr, augment_shift, augment_flip, weight_decay, optimizer,
+            mixed_precision: arguments of `train_classifier`.
         half_precision: store the weights as float16 (the large CIFAR models).
         calibration_holdout: share of the training split the model never trains on, kept for
             calibrating detectors' thresholds (see `training_split`); 0 keeps none.
@@ -95,6 +95,7 @@ class Recipe:
     augment_flip: bool = False
     weight_decay: float = 0.0
     optimizer: str = "adam"
+    mixed_precision: bool = False
     half_precision: bool = False
     calibration_holdout: float = 0.0
     model_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -128,6 +129,7 @@ class Recipe:
             **({"augment_flip": True} if self.augment_flip else {}),
             "weight_decay": self.weight_decay,
             "optimizer": OPTIMIZER_NAMES[self.optimizer] + " + OneCycleLR",
+            **({"mixed_precision": "bfloat16 autocast"} if self.mixed_precision else {}),
             "half_precision": self.half_precision,
         }
         if self.calibration_holdout:
@@ -236,6 +238,7 @@ register_recipe(
         augment_flip=True,
         weight_decay=5e-4,
         optimizer="sgd",
+        mixed_precision=True,
         half_precision=True,
         paper_accuracy=0.9165,
     )
@@ -255,6 +258,7 @@ register_recipe(
         augment_flip=True,
         weight_decay=5e-4,
         optimizer="sgd",
+        mixed_precision=True,
         half_precision=True,
         paper_accuracy=0.9347,
     )
@@ -459,6 +463,7 @@ def train_model(
             augment_flip=recipe.augment_flip,
             weight_decay=recipe.weight_decay,
             optimizer=recipe.optimizer,
+            mixed_precision=recipe.mixed_precision,
             progress=progress,
             checkpoint=checkpoint,
         )
