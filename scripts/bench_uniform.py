@@ -1,9 +1,11 @@
-"""Speed of the uniform detector on the zoo LeNet (issue 3 targets).
+"""Speed of the uniform detector (or `uniform-plus`, tripwire's default) on the zoo LeNet (issue 3
+and issue 9 targets).
 
 * scoring throughput at batch 256 relative to the bare LeNet forward pass (target ≥ 0.8×);
 * fit time on MNIST's 60k training images once the model is trained (target ≤ 10 s).
 
 Usage: python scripts/bench_uniform.py [--data-dir DIR] [--repeats 15] [--threads N]
+       [--detector uniform|uniform-plus]
 Prints a Markdown table for docs/benchmarks.md.
 """
 
@@ -17,7 +19,7 @@ import time
 import torch
 
 from tripwire.data import load_source
-from tripwire.detectors import UniformDetector
+from tripwire.detectors import create_detector
 from tripwire.models.zoo import load_model
 
 
@@ -38,6 +40,7 @@ def main() -> None:
     ap.add_argument(
         "--max-per-class", type=int, default=2000, help="SVM fit subsample cap (0: all, the paper)"
     )
+    ap.add_argument("--detector", default="uniform", choices=["uniform", "uniform-plus"])
     args = ap.parse_args()
     cap = args.max_per_class or None
     if args.threads:
@@ -49,10 +52,10 @@ def main() -> None:
     batches = x.split(256)
 
     start = time.perf_counter()
-    det = UniformDetector(max_per_class=cap).fit(model, train)
+    det = create_detector(args.detector, max_per_class=cap).fit(model, train)
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    UniformDetector(layer=det.layer_, max_per_class=cap).fit(model, train)
+    create_detector(args.detector, layer=det.layer_, max_per_class=cap).fit(model, train)
     fit_fixed_seconds = time.perf_counter() - start
 
     def bare() -> None:
@@ -80,7 +83,7 @@ def main() -> None:
     print("|---|---:|---|")
     print(f"| bare LeNet forward, batch 256 (best round) | {n / t_bare:,.0f} images/s | |")
     sv = int(det.svm_mdl_.support.shape[1])
-    label = f"LeNet + UniformDetector.score, batch 256 (≤ {sv} SVs a class; best round)"
+    label = f"LeNet + {args.detector} score, batch 256 (≤ {sv} SVs a class; best round)"
     print(f"| {label} | {n / t_score:,.0f} images/s | |")
     spread = f"{ratios[0]:.2f}–{ratios[-1]:.2f}"
     median = ratios[len(ratios) // 2]

@@ -5,8 +5,12 @@ detection error on a "mix" OOD set; their code used a known OOD set (TinyImageNe
 models), i.e. selection saw the kind of data it was then tested on. Here each candidate layer is
 ranked by the mean AUROC of its class-conditional one-class SVM score between held-out ID images
 and validation anomalies that are either given explicitly or made from ID images by
-`tripwire.detectors.proxies` — never a test set. Ties (within 0.001) go to the earlier layer, as
-the paper's picks are early layers.
+`tripwire.detectors.proxies` — never a test set. Near-ties go to the earlier layer, as the
+paper's picks are early layers: a layer within 0.005 of the best mean AUROC counts as tied. That
+is under two standard errors of one such AUROC (1,000 held-out images against 1,000 anomalies at
+AUROC ≈ 0.98: ≈ 0.003 by Hanley & McNeil 1982), so a smaller lead is not evidence.
+With the old tolerance (0.001) the `meanstd` choice on the zoo LeNet jumped between relu1, pool1
+and conv2 across training seeds, and conv2 lost up to 6 points on BIM-b of training images.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from tripwire.detectors.ocsvm import ClassConditionalOCSVM
 from tripwire.features import Pooling, extract_features, list_layers
 from tripwire.metrics import auroc
 
-_TIE = 1e-3
+_TIE = 5e-3
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,53 @@
+"""uniform-plus: its confidence terms, its fused score formula, and its parameter checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tripwire.detectors import UniformPlusDetector
+from tripwire.detectors.uniform_plus import neg_log_max_softmax, neg_logit_margin
+
+
+def test_confidence_terms_match_their_formulas() -> None:
+    logits = torch.randn(50, 10, generator=torch.Generator().manual_seed(0)) * 3
+    expected = torch.logsumexp(logits, 1) - logits.amax(1)
+    torch.testing.assert_close(neg_log_max_softmax(logits), expected)
+    torch.testing.assert_close(neg_logit_margin(logits), logits.mean(1) - logits.amax(1))
+    # very confident: the plain difference cancels to 0, the log1p form keeps the tiny value
+    confident = torch.tensor([[60.0, 0.0, 0.0]])
+    assert float(neg_log_max_softmax(confident)) == pytest.approx(
+        2 * torch.exp(torch.tensor(-60.0)).item(), rel=1e-4
+    )
+
+
+@pytest.mark.slow
+def test_score_is_the_sum_of_the_standardised_components(
+    lenet_mnist, mnist_train, mnist_test
+) -> None:
+    det = UniformPlusDetector(layer="pool1", seed=0).fit(
+        lenet_mnist, mnist_train.take(3000, seed=0)
+    )
+    assert det.pooling == "meanstd" and det.extras == ("msp", "margin") and det.fusion == "sum"
+    x = mnist_test.as_float(slice(0, 64))
+    raw, pred = det.raw_scores(lenet_mnist, x)
+    with torch.no_grad():
+        logits = lenet_mnist(x)
+    torch.testing.assert_close(
+        raw[:, 2], torch.logsumexp(logits, 1) - logits.amax(1), atol=1e-5, rtol=1e-4
+    )
+    torch.testing.assert_close(raw[:, 3], logits.mean(1) - logits.amax(1))
+    z = (raw - det.center_[pred]) / det.scale_[pred]
+    expected = z.sum(dim=1)
+    torch.testing.assert_close(det.score(lenet_mnist, x), expected.double(), rtol=1e-5, atol=1e-6)
+    # the scale is the `tail` quantile's distance from the median: z = 1 at that ID quantile
+    assert bool((det.scale_ > 0).all())
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"extras": ("msp", "entropy")}, {"extras": ("msp", "msp")}, {"fusion": "mean"}, {"tail": 1.0}],
+)
+def test_bad_parameters_are_refused(params, lenet_mnist, mnist_train) -> None:
+    with pytest.raises(ValueError):
+        UniformPlusDetector(**params).fit(lenet_mnist, mnist_train.take(200, seed=0))
