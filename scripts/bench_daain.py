@@ -68,11 +68,26 @@ def paused(pid: int | None, settle: float = 0.0) -> Iterator[dict[str, float]]:
     try:
         time.sleep(settle)
         info["load_start"] = os.getloadavg()[0]
+        busy0, own0, t0 = _busy_seconds(), time.process_time(), time.monotonic()
         yield info
+        wall = time.monotonic() - t0
         info["load_end"] = os.getloadavg()[0]
+        # CPU cores kept busy by *other* processes during the timed block (0 = idle machine).
+        info["other_cores_busy"] = (_busy_seconds() - busy0 - (time.process_time() - own0)) / wall
     finally:
         if pid is not None:
             os.kill(pid, signal.SIGCONT)
+
+
+def _busy_seconds() -> float:
+    """Non-idle CPU seconds of the whole machine so far (Linux /proc/stat; 0 elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def timed_speed(
