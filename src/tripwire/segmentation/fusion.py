@@ -22,8 +22,8 @@ and the normalised terms are combined by
 Higher = more anomalous, as every tripwire score.
 
 Example:
-    >>> fusion = ScoreFusion().fit(daain_id, entropy_id)          # held-out ID canvases
-    >>> fused = fusion.score(daain_x, entropy_x)                  # (N,) float64
+    >>> fusion = ScoreFusion().fit(daain_id, entropy_id)   # held-out ID  # doctest: +SKIP
+    >>> fused = fusion.score(daain_x, entropy_x)            # (N,) float64  # doctest: +SKIP
 """
 
 from __future__ import annotations
