@@ -5,8 +5,12 @@ LeNet/MNIST and on the MNIST-canvas segmentation example.
     TRIPWIRE_DATA=../shared/data .venv/bin/python scripts/bench_daain.py segmentation
 
 Nothing is tuned on the anomalies: the detector uses its defaults and is fitted on ID training
-data only. The mask key is a fixed evaluation key so the numbers can be reproduced (a deployment
-draws a random one). Adversarial AUROCs use the successful adversarial examples only.
+data only. The segmentation setting also reports the segmenter's mean entropy and the fused
+DAAIN + entropy score (`ScoreFusion`, normalised on held-out ID canvases). On a shared machine,
+`--pause-pid PID [--settle S] [--quiet-wait S]` pauses a background job during the throughput
+timing only and records how busy the other processes kept the CPU. The mask key is a fixed
+evaluation key so the numbers can be reproduced (a deployment draws a random one). Adversarial
+AUROCs use the successful adversarial examples only.
 """
 
 from __future__ import annotations
