@@ -11,9 +11,10 @@ from torch.nn import functional as F
 from tripwire import metrics
 from tripwire.data.base import DataError
 from tripwire.detectors.daain import DaainDetector
-from tripwire.errors import InvalidInputError
+from tripwire.errors import InvalidInputError, NotFittedError
 from tripwire.segmentation import (
     BACKGROUND,
+    ScoreFusion,
     TinyUNet,
     anomaly_map,
     attack_segmentation,
@@ -165,3 +166,71 @@ def test_mean_entropy_baseline() -> None:
     torch.testing.assert_close(h[0], torch.log(torch.tensor(11.0, dtype=torch.float64)))
     assert float(h[1]) < 1e-12
     torch.testing.assert_close(h[2], (h[0] + h[1]) / 2)
+
+
+def test_fusion_pvalue_terms_are_exact_and_rank_based() -> None:
+    cal = torch.tensor([4.0, 1.0, 3.0, 2.0])  # m = 4
+    fusion = ScoreFusion(normalise="pvalue").fit(cal)
+    t = fusion.transform(torch.tensor([0.0, 2.5, 4.0, 5.0]))[0]
+    # p = (1 + #{c ≥ s}) / (m + 1): 5/5, 3/5, 2/5, 1/5.
+    expected = -torch.log(torch.tensor([5.0, 3.0, 2.0, 1.0], dtype=torch.float64) / 5)
+    torch.testing.assert_close(t, expected)
+    # Only ranks among the ID scores matter: a monotone map of a score changes nothing.
+    g = torch.Generator().manual_seed(0)
+    id1, id2, x1, x2 = (torch.randn(50, generator=g) for _ in range(4))
+    a = ScoreFusion().fit(id1, id2).score(x1, x2)
+    b = ScoreFusion().fit(torch.exp(3 * id1), id2).score(torch.exp(3 * x1), x2)
+    torch.testing.assert_close(a, b)
+
+
+def test_fusion_zscore_weights_and_max() -> None:
+    cal_a, cal_b = torch.tensor([0.0, 2.0]), torch.tensor([10.0, 10.0, 40.0])
+    x_a, x_b = torch.tensor([1.0, 1.0 + 2**0.5]), torch.tensor([20.0, 20.0 + 3 * 17.320508])
+    fusion = ScoreFusion(normalise="zscore").fit(cal_a, cal_b)
+    za = torch.tensor([0.0, 1.0], dtype=torch.float64)  # mean 1, sd √2
+    zb = torch.tensor([0.0, 3.0], dtype=torch.float64)  # mean 20, sd 17.32…
+    torch.testing.assert_close(fusion.transform(x_a, x_b), torch.stack([za, zb]))
+    torch.testing.assert_close(fusion.score(x_a, x_b), za + zb)
+    fmax = ScoreFusion(normalise="zscore", combine="max", weights=[2.0, 0.5]).fit(cal_a, cal_b)
+    torch.testing.assert_close(fmax.score(x_a, x_b), torch.maximum(2 * za, 0.5 * zb))
+
+
+@pytest.mark.parametrize("normalise", ["pvalue", "zscore"])
+@pytest.mark.parametrize("combine", ["sum", "max"])
+def test_fusion_detects_what_either_detector_misses(normalise: str, combine: str) -> None:
+    # Two detectors on very different scales; each sees only half of the anomalies.
+    g = torch.Generator().manual_seed(1)
+    n = 400
+
+    def pair(shift_a: float, shift_b: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return 1000 + 50 * (torch.randn(n, generator=g) + shift_a), 0.01 * (
+            torch.randn(n, generator=g) + shift_b
+        ).exp()
+
+    cal, ident = pair(0, 0), pair(0, 0)
+    half_a, half_b = pair(4, 0), pair(0, 4)
+    anom = (torch.cat([half_a[0], half_b[0]]), torch.cat([half_a[1], half_b[1]]))
+    id2 = (torch.cat([ident[0], ident[0]]), torch.cat([ident[1], ident[1]]))
+    fusion = ScoreFusion(normalise=normalise, combine=combine).fit(*cal)
+    alone = [metrics.auroc(id2[j], anom[j]) for j in range(2)]
+    fused = metrics.auroc(fusion.score(*id2), fusion.score(*anom))
+    assert max(alone) < 0.8 and fused > 0.93
+
+
+def test_fusion_rejects_bad_use() -> None:
+    s = torch.rand(10)
+    with pytest.raises(NotFittedError):
+        ScoreFusion().score(s)
+    with pytest.raises(InvalidInputError):
+        ScoreFusion(normalise="rank").fit(s)
+    with pytest.raises(InvalidInputError):
+        ScoreFusion(weights=[1.0]).fit(s, s)
+    with pytest.raises(InvalidInputError):
+        ScoreFusion(normalise="zscore").fit(torch.ones(10))
+    fusion = ScoreFusion().fit(s, s)
+    with pytest.raises(InvalidInputError):
+        fusion.score(s)
+    with pytest.raises(InvalidInputError):
+        fusion.score(s, torch.rand(9))
+    with pytest.raises(InvalidInputError):
+        fusion.score(s, torch.full((10,), float("nan")))

@@ -1,6 +1,6 @@
 """Segmentation: a synthetic MNIST-canvas data set, a small U-Net, anomalies for segmentation
-inputs, and DAAIN's per-pixel anomaly maps and the per-image scores made from them (the setting
-of von Baußnern et al.'s DAAIN).
+inputs, DAAIN's per-pixel anomaly maps and the per-image scores made from them, and the fusion
+of per-image scores normalised on ID data (the setting of von Baußnern et al.'s DAAIN).
 
 Example:
     >>> from tripwire.segmentation import load_canvas, train_segmenter   # doctest: +SKIP
@@ -21,12 +21,14 @@ from tripwire.segmentation.canvas import (
     load_canvas,
     make_canvas_set,
 )
+from tripwire.segmentation.fusion import ScoreFusion
 from tripwire.segmentation.model import TinyUNet, segmentation_metrics, train_segmenter
 from tripwire.segmentation.scoring import anomaly_map, cell_scores, image_scores, mean_entropy
 
 __all__ = [
     "BACKGROUND",
     "NUM_CLASSES",
+    "ScoreFusion",
     "SegmentationSet",
     "TinyUNet",
     "anomaly_map",
