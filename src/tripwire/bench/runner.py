@@ -297,7 +297,7 @@ def _run_one(
         "versions": versions(),
     }
     for name in track(names, f"{model_name} seed {seed}: detectors"):
-        params = {**_detector_params(name, seed), **suite.detector_params.get(name, {})}
+        params = {**_detector_params(name, seed), **suite.params_of(name, fast)}
         det = create_detector(name, **params)
         anomalies = None
         if det.needs_anomalies:

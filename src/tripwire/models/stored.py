@@ -167,6 +167,7 @@ def write_stored(
             f"{card['name']} seed {card['seed']}: weights digest {digest} differs from the "
             f"card's {card['weights_digest']}; not stored"
         )
+    tmp.chmod(0o644)  # safetensors writes 0600; a shipped file must be readable by all
     os.replace(tmp, weights)
     out = {**card, "weights_file": weights.name, "weights_sha256": file_sha256(weights)}
     tmp_card = card_path.with_name(f".{card_path.name}.{os.getpid()}.tmp")
