@@ -50,8 +50,9 @@ def test_cifar_suite_sources_generators_and_detectors_exist(name: str) -> None:
     assert {a.name for a in suite.sets(fast=True)} < {a.name for a in suite.anomalies}
     assert suite.fast.attacked < suite.full.attacked and suite.fast.fit < suite.full.fit
     assert suite.model_seed_for(2) == 0 and not suite.train_models
-    assert suite.params_of("kd_bu") == {"bandwidth": 0.26} == suite.params_of("kd_bu", fast=True)
-    assert suite.params_of("odin", fast=True) == {"validation_size": 200}
+    assert suite.params_of("kd_bu") == {"bandwidth": 0.26}
+    assert suite.params_of("kd_bu", fast=True)["bandwidth"] == 0.26
+    assert suite.params_of("odin", fast=True)["validation_size"] <= 200
     assert suite.params_of("odin") == {} and get_suite("mnist-lenet").params_of("kd_bu") == {}
 
 
