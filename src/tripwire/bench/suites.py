@@ -278,7 +278,8 @@ def _cifar10_suite(
 
 # ODIN chooses ε by 8 perturbed passes over `validation_size` ID images and as many of each of
 # its 5 proxies: with the default 1,000 that was 70 % of the ResNet fast run; KD+BU's 50
-# MC-dropout passes (ResNet-44 has no dropout, VGG-16 has) were 45 % of the VGG-16 fast run.
+# MC-dropout passes (ResNet-44 has no dropout, VGG-16 has) were 45 % of the VGG-16 fast run,
+# then fingerprints' 2,000 candidate subsets of VGG-16's 65,536 first-layer neurons a third.
 CIFAR10_RESNET = _cifar10_suite(
     "cifar10-resnet",
     "resnet-cifar10",
@@ -309,7 +310,11 @@ CIFAR10_VGG16 = _cifar10_suite(
         fooling_per_class=1,
         fit_anomalies=150,
     ),
-    fast_detector_params={"odin": {"validation_size": 100}, "kd_bu": {"mc_passes": 10}},
+    fast_detector_params={
+        "odin": {"validation_size": 100},
+        "kd_bu": {"mc_passes": 10},
+        "fingerprints": {"n_candidates": 500},
+    },
 )
 
 SUITES: dict[str, Suite] = {s.name: s for s in (MNIST_LENET, CIFAR10_RESNET, CIFAR10_VGG16)}
