@@ -139,7 +139,7 @@ def _status(name: str, seed: int, cache_dir: Path | None) -> tuple[str, str]:
     first, as `load_model` uses them."""
     try:
         card = read_stored_card(name, seed)
-        where = "stored in the package"
+        where = "stored"
         if card is None:
             card, where = read_card(name, seed, cache_dir), "yes"
     except FormatError:
