@@ -22,8 +22,9 @@ DEVIATIONS = (
     "fit time it sees ID data only (its MDL chosen by the proxies).",
     "Class weighting (the paper's 'weighted average over classes'): γ_i = share of the anomaly "
     "set predicted as class i; classes without ID or without anomalies are skipped.",
-    "KD+BU, LID and fingerprints are fitted on FGSM (ε = 0.3) of training images, as the paper "
-    "trains KD+BU and LID; all other detectors see ID data only.",
+    "KD+BU, LID and fingerprints are fitted on FGSM of training images (ε = 0.3 on MNIST; the "
+    "CIFAR-10 suites' ε is in their notes), as the paper trains KD+BU and LID; all other "
+    "detectors see ID data only.",
     "Attack budgets: CW-L2 with a binary search over c (5 × 100 Adam steps) instead of 1000 "
     "steps; fooling images by the generator's documented EA settings; see `tripwire anomalies "
     "list`.",

@@ -65,10 +65,13 @@ def write_report(suite: Suite, out: str | Path, command: str, deviations: Sequen
     sets = sorted({r["anomaly_set"] for r in rows}, key=order.index)
     family = {a.name: a.family for a in suite.anomalies}
 
+    seeded = "model training, attacks, detector fits"
+    if suite.model_seed is not None:
+        seeded = f"attacks, detector fits; every seed uses the zoo model of seed {suite.model_seed}"
     parts = [
         f"# tripwire bench — {suite.name}",
-        f"Reproduce: `{command}`  \nSeeds: {', '.join(map(str, seeds))} (model training, "
-        f"attacks, detector fits). Fast mode: {rows[0]['fast']}. Versions: "
+        f"Reproduce: `{command}`  \nSeeds: {', '.join(map(str, seeds))} ({seeded}). "
+        f"Fast mode: {rows[0]['fast']}. Versions: "
         f"{json.dumps(rows[0]['versions'])}.",
         "## Protocol\n\n" + "\n".join(f"- {n}" for n in (*suite.notes, *deviations)),
         _suite_time(timings),
@@ -290,7 +293,10 @@ def _paper_section(
         "Δ = ours − paper.",
     ]
     plain, oe = models[0], next((m for m in models if m.endswith("-oe")), None)
-    row_of = {a.paper_row: a.name for a in suite.anomalies if a.paper_row}
+    rows_of: dict[str, list[str]] = {}  # paper row → our sets (TinyIm: resize and crop)
+    for a in suite.anomalies:
+        if a.paper_row:
+            rows_of.setdefault(a.paper_row, []).append(a.name)
     for key, tab in paper["tables"].items():
         model = oe if "outlier_exposure" in key else plain
         title = key.split("_", 1)[1].replace("_", " ")
@@ -299,24 +305,41 @@ def _paper_section(
             out.append("Not run: no Outlier-Exposure model in the zoo yet.")
             continue
         body = []
-        for row, cells in tab["rows"].items():
-            ours_set = row_of.get(row)
+        for row, cells, ours_set in _paper_rows(tab, suite.paper_model.get(model), rows_of):
             for metric, values in cells.items():
                 for det, paper_value in zip(tab["detectors"], values, strict=True):
                     ours_det = PAPER_DETECTORS[det]
                     weighted = ours_det == "uniform"
                     m = metric + ("_class_weighted" if weighted else "")
                     label = f"{row} / {metric}"
+                    if ours_set is not None and ours_set != row:
+                        label += f" ({ours_set})"
                     candidates = [(ours_det, m)]
                     if weighted:
                         candidates.append((TRANSDUCTIVE, m))
                     for d, mm in candidates:
                         v = agg.get((model, d, ours_set or "", mm))
                         ours = "not run" if v is None else v.percent()
+                        if ours_set is None:
+                            ours = "set not available here"
                         delta = "" if v is None else f"{100 * v.mean - paper_value:+.2f}"
                         body.append([label, d, f"{paper_value:.2f}", ours, delta])
         out.append(table(["set / metric", "detector", "paper %", "ours %", "Δ"], body))
     return "\n\n".join(out)
+
+
+def _paper_rows(
+    tab: dict[str, Any], paper_key: str | None, rows_of: dict[str, list[str]]
+) -> list[tuple[str, dict[str, Any], str | None]]:
+    """(paper row, its cells, our set) for each comparison: a single-model table keeps its
+    ``rows``, a multi-model one (the CIFAR file) the rows under the suite's `paper_model` key;
+    a paper row that several of our sets rebuild appears once per set."""
+    rows = tab.get("rows") if "rows" in tab else tab.get(paper_key or "", {})
+    out: list[tuple[str, dict[str, Any], str | None]] = []
+    for row, cells in rows.items():
+        for ours in rows_of.get(row) or [None]:
+            out.append((row, cells, ours))
+    return out
 
 
 def _figures(folder: Path, model: str, seed: int, sets: list[str]) -> str:

@@ -100,13 +100,14 @@ def build_anomaly_sets(
     seed: int,
     data_dir: str | Path | None,
     cache_dir: str | Path | None,
+    fast: bool = False,
 ) -> list[AnomalyData]:
-    """Every anomaly set of the suite for this model and seed (generated sets come from the
-    `make_anomalies` cache when already made)."""
+    """Every anomaly set of the suite (of its `fast` subset when `fast`) for this model and seed
+    (generated sets come from the `make_anomalies` cache when already made)."""
     shape = id_test.image_shape
     attacked = id_test.take(sizes.attacked, seed=seed)
     out = []
-    for spec in track(suite.anomalies, "anomaly sets"):
+    for spec in track(suite.sets(fast), "anomaly sets"):
         start, cpu = time.perf_counter(), time.process_time()
         if spec.family == "ood":
             data = load_source(spec.source, None, data_dir).take(sizes.per_set, seed=seed)
@@ -232,7 +233,7 @@ def run_suite(
     (folder / "scores").mkdir(parents=True, exist_ok=True)
     rows_path = folder / "results.jsonl"
     done = _done(rows_path)
-    sizes = suite.fast if fast else suite.full
+    sizes = suite.sizes(fast)
     names = list(detectors) if detectors else list_detectors()
     zoo = set(list_models())
     run_models = [m for m in (models or suite.models) if m in zoo]
@@ -271,32 +272,44 @@ def _run_one(
     clock = StepClock()
     load_average = os.getloadavg()
     with clock.step("load model and data"):
-        model = load_model(model_name, data_dir=data_dir, cache_dir=cache_dir, seed=seed)
+        model = load_model(
+            model_name,
+            data_dir=data_dir,
+            cache_dir=cache_dir,
+            seed=suite.model_seed_for(seed),
+            train_if_missing=suite.train_models,
+        )
         train = load_source(suite.id_source, "train", data_dir)
         fit_part, calibration = train.take(sizes.fit + sizes.calibration, seed=seed).split(
             sizes.calibration / (sizes.fit + sizes.calibration), seed=seed
         )
         id_test = load_source(suite.id_source, "test", data_dir).take(sizes.id_test, seed=seed)
     with clock.step("anomaly sets"):
-        sets = build_anomaly_sets(suite, model, id_test, sizes, seed, data_dir, cache_dir)
+        sets = build_anomaly_sets(suite, model, id_test, sizes, seed, data_dir, cache_dir, fast)
     fit_anomalies = None
     context = {
         "suite": suite.name,
         "model": model_name,
         "seed": seed,
+        "model_seed": suite.model_seed_for(seed),
         "fast": fast,
         "n_id": len(id_test),
         "versions": versions(),
     }
     for name in track(names, f"{model_name} seed {seed}: detectors"):
-        params = _detector_params(name, seed)
+        params = {**_detector_params(name, seed), **suite.params_of(name, fast)}
         det = create_detector(name, **params)
         anomalies = None
         if det.needs_anomalies:
             if fit_anomalies is None:
                 with clock.step("fgsm of training images"):
                     fit_anomalies = fgsm_of_training_images(
-                        model, train, sizes.fit_anomalies, seed=seed, cache_dir=cache_dir
+                        model,
+                        train,
+                        sizes.fit_anomalies,
+                        seed=seed,
+                        cache_dir=cache_dir,
+                        **suite.fit_anomaly_params,
                     )
             anomalies = fit_anomalies
         with clock.step(f"detector {name}"):

@@ -11,6 +11,7 @@ from rich.table import Table
 from tripwire.cli import app
 from tripwire.cli.options import CACHE_DIR, DATA_DIR
 from tripwire.errors import FormatError
+from tripwire.models.stored import read_stored_card
 from tripwire.models.zoo import (
     CHECKPOINT_DIR,
     get_recipe,
@@ -19,6 +20,7 @@ from tripwire.models.zoo import (
     outlier_exposure_name,
     read_card,
     recipe_matches,
+    store_model,
     train_model,
 )
 from tripwire.paths import cache_dir as resolve_cache_dir
@@ -117,18 +119,50 @@ def list_command(
     table.add_column("model", overflow="fold")
     for name in list_models():
         recipe = get_recipe(name)
-        try:
-            card = read_card(name, seed, cache_dir)
-        except FormatError:
-            trained, accuracy = "[red]corrupt card[/]", ""
-        else:
-            if card is None:
-                trained, accuracy = "[yellow]no[/]", ""
-            else:
-                stale = "" if recipe_matches(card) else " (older recipe)"
-                trained = f"[green]yes[/]{stale}"
-                accuracy = f"{card['test_accuracy']:.2%}"
+        trained, accuracy = _status(name, seed, cache_dir)
         paper = "" if recipe.paper_accuracy is None else f"{recipe.paper_accuracy:.2%}"
         data = f"{recipe.source} {'×'.join(str(d) for d in recipe.input_shape)}"
         table.add_row(name, data, trained, accuracy, paper, recipe.description)
     Console().print(table)
+
+
+_STORED_DIR = typer.Option(
+    None,
+    "--stored-dir",
+    help="Where to store (default: $TRIPWIRE_STORED_MODELS, else the package's "
+    "tripwire/models/stored/).",
+)
+
+
+def _status(name: str, seed: int, cache_dir: Path | None) -> tuple[str, str]:
+    """("stored"/"yes"/"no"/"corrupt …", accuracy) of a zoo model: the package's stored weights
+    first, as `load_model` uses them."""
+    try:
+        card = read_stored_card(name, seed)
+        where = "stored"
+        if card is None:
+            card, where = read_card(name, seed, cache_dir), "yes"
+    except FormatError:
+        return "[red]corrupt card or stored files[/]", ""
+    if card is None:
+        return "[yellow]no[/]", ""
+    stale = "" if recipe_matches(card) else " (older recipe)"
+    return f"[green]{where}[/]{stale}", f"{card['test_accuracy']:.2%}"
+
+
+@models_app.command("store")
+def store_command(
+    name: str = typer.Argument(..., help="Zoo model trained in the cache."),
+    seed: int = typer.Option(0, "--seed", help="Which trained copy."),
+    cache_dir: Path | None = CACHE_DIR,
+    stored_dir: Path | None = _STORED_DIR,
+) -> None:
+    """Maintainers: copy a trained cache model into the package's stored weights (float16 where
+    the recipe says so), so that `load_model` and the benchmarks use it without training."""
+    weights, card_path = store_model(name, seed=seed, cache_dir=cache_dir, stored_dir=stored_dir)
+    card = read_stored_card(name, seed, weights.parent)
+    assert card is not None
+    Console().print(
+        f"stored {name} (seed {seed}, test accuracy {card['test_accuracy']:.2%}, "
+        f"{weights.stat().st_size / 2**20:.1f} MiB)\nweights: {weights}\ncard:    {card_path}"
+    )

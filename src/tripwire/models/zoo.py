@@ -3,6 +3,7 @@
 A trained model lives in ``<cache>/models/<name>-seed<seed>/`` as ``weights.safetensors`` plus a
 JSON ``card.json`` (test accuracy, seed, recipe, data checksum, weights digest, library versions,
 training time, date). Loading reads safetensors only and checks the weights against the card.
+Models can also ship inside the package (`tripwire.models.stored`): `load_model` uses those first.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tripwire.models.digest import weights_digest
 from tripwire.models.lenet import LeNet5
 from tripwire.models.resnet_cifar import ResNetCifar
 from tripwire.models.small_cnn import SmallCNN
+from tripwire.models.stored import load_stored, stored_paths, write_stored
 from tripwire.models.training import train_classifier
 from tripwire.models.vgg_cifar import VGG16Cifar
 from tripwire.models.weights import load_weights, save_weights
@@ -535,11 +537,13 @@ def load_model(
     train_if_missing: bool = True,
     seed: int = 0,
     progress: bool = True,
+    stored_dir: str | Path | None = None,
 ) -> nn.Module:
-    """A trained zoo model in eval mode: loaded from the cache, or trained and stored first.
+    """A trained zoo model in eval mode: the package's stored weights if it ships them, else
+    loaded from the cache, else trained and stored in the cache first.
 
-    Loading reads ``weights.safetensors`` (never a pickle) and checks its weights digest against
-    ``card.json``.
+    Loading reads safetensors files only (never a pickle) and checks the weights digest against
+    the card (a stored file also against its SHA-256, see `tripwire.models.stored`).
 
     Args:
         name: a zoo name (see `list_models`): ``"lenet-mnist"``, ``"cnn-digits8"``, …
@@ -548,10 +552,13 @@ def load_model(
         train_if_missing: train the model when the cache does not hold it.
         seed: which trained copy (the training seed).
         progress: show progress bars while training.
+        stored_dir: the stored-weights folder (default: ``$TRIPWIRE_STORED_MODELS``, else the
+            package's ``tripwire/models/stored/``).
 
     Raises:
         UnknownModelError: no recipe called `name`.
-        ModelNotTrainedError: not cached and `train_if_missing` is False.
+        ModelNotTrainedError: neither stored nor cached, and `train_if_missing` is False.
+        CorruptStoredModelError: the stored files do not match their card.
         FormatError: the card or weights file is corrupt or does not fit the architecture.
         ModelMismatchError: the weights are not the ones the card was written for.
 
@@ -561,12 +568,23 @@ def load_model(
         torch.Size([1, 10])
     """
     recipe = get_recipe(name)
+    model = recipe.build()
+    stored = load_stored(model, name, seed, stored_dir)
+    if stored is not None:
+        if not recipe_matches(stored):
+            logger.warning(
+                "%s: the stored model was trained with another recipe than the zoo's", name
+            )
+        logger.debug(
+            "%s (seed %d): stored weights %s", name, seed, stored_paths(name, seed, stored_dir)[0]
+        )
+        return model.eval()
     card = read_card(name, seed, cache_dir)
     if card is None:
         if not train_if_missing:
             raise ModelNotTrainedError(
-                f"{name} (seed {seed}) is not trained in {model_dir(name, seed, cache_dir)}; "
-                f"run `tripwire train {name} --seed {seed}`"
+                f"{name} (seed {seed}) is neither stored in the package nor trained in "
+                f"{model_dir(name, seed, cache_dir)}; run `tripwire train {name} --seed {seed}`"
             )
         with _training_lock(model_dir(name, seed, cache_dir)):
             card = read_card(name, seed, cache_dir)  # another process may have trained it
@@ -576,8 +594,7 @@ def load_model(
                 )
                 return model
     if not recipe_matches(card):
-        logger.warning("%s: the stored model was trained with another recipe than the zoo's", name)
-    model = recipe.build()
+        logger.warning("%s: the cached model was trained with another recipe than the zoo's", name)
     path = model_dir(name, seed, cache_dir) / WEIGHTS_FILE
     load_weights(model, path)
     digest = weights_digest(model)
@@ -588,3 +605,46 @@ def load_model(
             f"{name} --seed {seed} --force`"
         )
     return model.eval()
+
+
+def store_model(
+    name: str,
+    *,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    stored_dir: str | Path | None = None,
+) -> tuple[Path, Path]:
+    """Copy a model trained in the cache into the stored-weights folder (a maintainer step: the
+    package then ships it and `load_model` uses it before the cache). Float16 where the recipe
+    says ``half_precision``. Returns (weights file, card file).
+
+    Args:
+        name: a zoo name.
+        seed: which trained copy.
+        cache_dir: the cache holding the trained model.
+        stored_dir: where to store (default: ``$TRIPWIRE_STORED_MODELS``, else the package's
+            ``tripwire/models/stored/``).
+
+    Raises:
+        ModelNotTrainedError: the cache does not hold the model.
+        ModelMismatchError: the cached weights are not the ones their card describes.
+
+    Example:
+        >>> store_model("resnet-cifar10", seed=0)  # doctest: +SKIP
+        (PosixPath('.../tripwire/models/stored/resnet-cifar10-seed0.safetensors'), ...)
+    """
+    recipe = get_recipe(name)
+    card = read_card(name, seed, cache_dir)
+    if card is None:
+        raise ModelNotTrainedError(
+            f"{name} (seed {seed}) is not trained in {model_dir(name, seed, cache_dir)}; "
+            f"run `tripwire train {name} --seed {seed}` first"
+        )
+    model = recipe.build()
+    path = model_dir(name, seed, cache_dir) / WEIGHTS_FILE
+    load_weights(model, path)
+    if weights_digest(model) != card["weights_digest"]:
+        raise ModelMismatchError(
+            f"{path}: weights digest differs from the card's; retrain before storing"
+        )
+    return write_stored(model, card, stored_dir, half=recipe.half_precision)
