@@ -4,7 +4,6 @@ missing files from canonical mirrors with checksum verification."""
 from __future__ import annotations
 
 import gzip
-import hashlib
 import logging
 import os
 import shutil
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tripwire.errors import DataError
+from tripwire.paths import file_digest
 
 logger = logging.getLogger(__name__)
 
@@ -61,15 +61,6 @@ def read_idx(path: Path) -> np.ndarray:
     )
 
 
-def md5sum(path: Path) -> str:
-    """Hex MD5 of a file."""
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch(folder: Path, filename: str, md5: str, mirrors: tuple[str, ...], dataset: str) -> Path:
     """Return `folder/filename` (or its un-gzipped twin), downloading it when missing.
 
@@ -99,7 +90,7 @@ def fetch(folder: Path, filename: str, md5: str, mirrors: tuple[str, ...], datas
             errors.append(f"{url}: {e}")
             tmp.unlink(missing_ok=True)
             continue
-        got = md5sum(tmp)
+        got = file_digest(tmp, "md5")
         if got != md5:
             tmp.unlink(missing_ok=True)
             errors.append(f"{url}: checksum mismatch (md5 {got}, expected {md5})")

@@ -19,7 +19,6 @@ in ``_``.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import math
@@ -38,6 +37,7 @@ from tripwire.data.base import ImageSet
 from tripwire.errors import FormatError, InvalidInputError, ModelMismatchError, NotFittedError
 from tripwire.features import eval_mode, model_device
 from tripwire.models.digest import weights_digest
+from tripwire.paths import file_digest
 
 FORMAT = "tripwire-detector"
 FORMAT_VERSION = 1
@@ -283,7 +283,7 @@ class Detector(ABC):
             "model": {"weights_digest": self.model_digest_, **self.model_ref_},
             "calibration_tpr": self.calibration_tpr_,
             "state": self._state_meta(),
-            "tensors_sha256": _sha256(tensor_path),
+            "tensors_sha256": file_digest(tensor_path),
         }
         (folder / JSON_NAME).write_text(json.dumps(doc, indent=2, sort_keys=True))
         return folder
@@ -298,7 +298,7 @@ class Detector(ABC):
         tensor_path = folder / TENSORS_NAME
         if not tensor_path.is_file():
             raise FormatError(f"{folder}: {TENSORS_NAME} is missing")
-        if _sha256(tensor_path) != doc["tensors_sha256"]:
+        if file_digest(tensor_path) != doc["tensors_sha256"]:
             raise FormatError(
                 f"{tensor_path}: checksum does not match {JSON_NAME}; the file was modified"
             )
@@ -364,11 +364,3 @@ def _read_json(path: Path) -> dict[str, Any]:
     if "weights_digest" not in doc["model"]:
         raise FormatError(f"{path}: field 'model.weights_digest' missing")
     return doc
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -17,7 +17,6 @@ trained cache model here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -27,6 +26,7 @@ from torch import nn
 from tripwire.errors import FormatError
 from tripwire.models.digest import weights_digest
 from tripwire.models.weights import load_weights, save_weights
+from tripwire.paths import file_digest
 
 STORED_ENV = "TRIPWIRE_STORED_MODELS"
 REQUIRED = ("name", "seed", "weights_digest", "weights_sha256", "test_accuracy", "recipe")
@@ -56,15 +56,6 @@ def stored_paths(name: str, seed: int, folder: str | Path | None = None) -> tupl
     """(weights file, card file) of zoo model `name`, seed `seed`, in the stored folder."""
     base = stored_dir(folder) / f"{name}-seed{seed}"
     return base.with_name(base.name + ".safetensors"), base.with_name(base.name + ".json")
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_stored_card(name: str, seed: int = 0, folder: str | Path | None = None) -> dict | None:
@@ -117,7 +108,7 @@ def load_stored(
         "reinstall tripwire, or delete both stored files to fall back on the cache "
         f"(`tripwire train {name} --seed {seed}`)"
     )
-    sha = file_sha256(weights)
+    sha = file_digest(weights)
     if sha != card["weights_sha256"]:
         raise CorruptStoredModelError(
             f"{weights}: SHA-256 {sha[:16]}… differs from the card's "
@@ -169,7 +160,7 @@ def write_stored(
         )
     tmp.chmod(0o644)  # safetensors writes 0600; a shipped file must be readable by all
     os.replace(tmp, weights)
-    out = {**card, "weights_file": weights.name, "weights_sha256": file_sha256(weights)}
+    out = {**card, "weights_file": weights.name, "weights_sha256": file_digest(weights)}
     tmp_card = card_path.with_name(f".{card_path.name}.{os.getpid()}.tmp")
     tmp_card.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp_card, card_path)
