@@ -36,6 +36,19 @@ class CorruptStoredModelError(FormatError):
     """A stored model's files do not match its card (damaged, truncated or replaced)."""
 
 
+def read_card_json(
+    path: Path, required: tuple[str, ...], error: type[FormatError] = FormatError
+) -> dict:
+    """A model card's JSON object; `error` if it is unreadable or lacks a `required` field."""
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{path}: not a readable model card ({e})") from None
+    if not isinstance(card, dict) or any(k not in card for k in required):
+        raise error(f"{path}: not a tripwire model card (needs {', '.join(required)})")
+    return card
+
+
 def stored_dir(folder: str | Path | None = None) -> Path:
     """The stored-weights folder: `folder`, else ``$TRIPWIRE_STORED_MODELS``, else the package's
     own ``tripwire/models/stored/``.
@@ -68,14 +81,7 @@ def read_stored_card(name: str, seed: int = 0, folder: str | Path | None = None)
     weights, card_path = stored_paths(name, seed, folder)
     if not card_path.is_file():
         return None
-    try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CorruptStoredModelError(f"{card_path}: not a readable model card ({e})") from None
-    if not isinstance(card, dict) or any(k not in card for k in REQUIRED):
-        raise CorruptStoredModelError(
-            f"{card_path}: not a stored tripwire model card (needs {', '.join(REQUIRED)})"
-        )
+    card = read_card_json(card_path, REQUIRED, CorruptStoredModelError)
     if card["name"] != name or card["seed"] != seed:
         raise CorruptStoredModelError(
             f"{card_path}: card is for {card['name']!r} seed {card['seed']}, not {name!r} seed "

@@ -32,7 +32,7 @@ from tripwire.models.digest import weights_digest
 from tripwire.models.lenet import LeNet5
 from tripwire.models.resnet_cifar import ResNetCifar
 from tripwire.models.small_cnn import SmallCNN
-from tripwire.models.stored import load_stored, stored_paths, write_stored
+from tripwire.models.stored import load_stored, read_card_json, stored_paths, write_stored
 from tripwire.models.training import train_classifier
 from tripwire.models.vgg_cifar import VGG16Cifar
 from tripwire.models.weights import load_weights, save_weights
@@ -341,13 +341,7 @@ def read_card(name: str, seed: int = 0, cache_dir: str | Path | None = None) -> 
     path = model_dir(name, seed, cache_dir) / CARD_FILE
     if not path.is_file():
         return None
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"{path}: not a readable model card ({e})") from None
-    required = ("name", "seed", "weights_digest", "test_accuracy", "recipe")
-    if not isinstance(card, dict) or any(k not in card for k in required):
-        raise FormatError(f"{path}: not a tripwire model card (needs {', '.join(required)})")
+    card = read_card_json(path, ("name", "seed", "weights_digest", "test_accuracy", "recipe"))
     if card["name"] != name or card["seed"] != seed:
         raise FormatError(f"{path}: card is for {card['name']!r} seed {card['seed']}")
     return card
