@@ -21,12 +21,30 @@ def test_torch_ocsvm_equals_sklearn_score_samples() -> None:
     c = np.array([0] * 300 + [1] * 200)
     bank = ClassConditionalOCSVM.fit(torch.tensor(x), torch.tensor(c), 2, nu=0.1)
     test = rng.normal(1, 2, (50, 5))
+    which = rng.integers(0, 2, 50)  # each test row scored under the SVM of a random class
+    expected = np.zeros(50)
     for k in (0, 1):
         scaler = StandardScaler().fit(x[c == k])
         svm = OneClassSVM(nu=0.1, gamma="scale").fit(scaler.transform(x[c == k]))
-        expected = -svm.score_samples(scaler.transform(test))
-        got = bank.score(torch.tensor(test, dtype=torch.float32), torch.full((50,), k))
-        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4, atol=1e-5)
+        expected[which == k] = -svm.score_samples(scaler.transform(test[which == k]))
+    got = bank.score(torch.tensor(test, dtype=torch.float32), torch.tensor(which))
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_concatenated_banks_score_like_each_bank_on_mixed_classes() -> None:
+    g = torch.Generator().manual_seed(0)
+    x5, c5 = torch.randn(120, 5, generator=g), torch.arange(120) % 3
+    x3, c3 = torch.randn(90, 3, generator=g) * 2 + 1, torch.arange(90) % 3
+    wide, narrow = ClassConditionalOCSVM.fit(x5, c5, 3), ClassConditionalOCSVM.fit(x3, c3, 3)
+    assert wide.support.shape[1] != narrow.support.shape[1]  # S differs: padding is exercised
+    both = ClassConditionalOCSVM.concat([wide, narrow])
+    q5, q3 = torch.randn(40, 5, generator=g), torch.randn(40, 3, generator=g)
+    cls = torch.randint(0, 3, (40,), generator=g)  # unsorted, uneven classes
+    features = torch.cat([q5, torch.nn.functional.pad(q3, (0, 2))])
+    for log in (False, True):
+        got = both.score(features, torch.cat([cls, cls + 3]), log)
+        torch.testing.assert_close(got[:40], wide.score(q5, cls, log))
+        torch.testing.assert_close(got[40:], narrow.score(q3, cls, log))
 
 
 def test_class_with_too_few_samples_is_left_unfitted() -> None:

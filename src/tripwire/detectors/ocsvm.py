@@ -15,10 +15,12 @@ tensor.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 
@@ -101,6 +103,33 @@ class ClassConditionalOCSVM:
             fitted=torch.tensor(fitted),
         )
 
+    @classmethod
+    def concat(cls, banks: Sequence[ClassConditionalOCSVM]) -> ClassConditionalOCSVM:
+        """The banks side by side as one, so that one `score` call serves them all: class
+        b·K + c of the result is class c of bank b (K classes each).
+
+        Feature dimensions are zero-padded to the widest bank (mean 0, scale 1, support vectors 0
+        there, and the caller pads its features with zeros: every distance is unchanged), support
+        vectors to the most of any bank (coefficient 0, as within a bank).
+        """
+        d = max(b.mean.shape[1] for b in banks)
+        s = max(b.support.shape[1] for b in banks)
+
+        def pad(t: torch.Tensor, value: float, dims: tuple[int, ...]) -> torch.Tensor:
+            widths: list[int] = []
+            for axis in reversed(range(1, t.ndim)):
+                widths += [0, dims[axis - 1] - t.shape[axis]]
+            return F.pad(t, widths, value=value)
+
+        return cls(
+            mean=torch.cat([pad(b.mean, 0.0, (d,)) for b in banks]),
+            scale=torch.cat([pad(b.scale, 1.0, (d,)) for b in banks]),
+            support=torch.cat([pad(b.support, 0.0, (s, d)) for b in banks]),
+            coef=torch.cat([pad(b.coef, 0.0, (s,)) for b in banks]),
+            gamma=torch.cat([b.gamma for b in banks]),
+            fitted=torch.cat([b.fitted for b in banks]),
+        )
+
     def to(self, device: torch.device) -> ClassConditionalOCSVM:
         """The same SVMs with tensors on `device` (itself if already there)."""
         if self.support.device == torch.device(device):
@@ -124,17 +153,20 @@ class ClassConditionalOCSVM:
         −γ‖z − sv‖² = 2γ z·sv − γ‖sv‖² − γ‖z‖²; the K×M×S tensor is then updated in place
         (large temporaries would cost more in page faults than in arithmetic on a CPU).
         """
-        k = self.mean.shape[0]
+        k, d = self.mean.shape
         prep = self._prepared()
         order = torch.argsort(classes, stable=True)
-        cls = classes[order]
+        cls = classes.index_select(0, order)
         counts = torch.bincount(cls, minlength=k)
         starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(len(cls), device=cls.device) - starts[cls]
-        grouped = features.new_zeros(k, int(counts.max()), features.shape[1])
-        grouped[cls, rank] = features[order].to(grouped.dtype)
-        z = (grouped - self.mean.unsqueeze(1)) / self.scale.unsqueeze(1)  # K×M×D, padded rows junk
-        m = z.shape[1]
+        m = int(counts.max())
+        # slot of each sorted row in the flattened K×M grid (class·M + rank in its class; unused
+        # slots stay zero and are never read back)
+        # (index_select / index_copy_: CPU advanced indexing costs several times more)
+        slot = torch.arange(len(cls), device=cls.device) + (cls * m - starts.index_select(0, cls))
+        grouped = features.new_zeros(k * m, d)
+        grouped.index_copy_(0, slot, features.index_select(0, order).to(grouped.dtype))
+        z = (grouped.view(k, m, d) - self.mean.unsqueeze(1)) / self.scale.unsqueeze(1)  # K×M×D
         arg = torch.baddbmm(prep["neg_gamma_sv_sq"].expand(k, m, -1), z, prep["two_gamma_sv_t"])
         arg.add_(-self.gamma.view(k, 1, 1) * z.square().sum(2, keepdim=True))
         # The argument is ≤ 0 (a squared distance); exp of arguments below −80 would give
@@ -149,9 +181,7 @@ class ClassConditionalOCSVM:
             arg.clamp_(min=_FLOOR, max=0.0)
             # an in-place product and a sum: 5× faster on CPU than bmm with a single column
             f = -arg.exp_().mul_(prep["coef"]).sum(2)
-        out = torch.empty(len(classes), dtype=f.dtype, device=f.device)
-        out[order] = f[cls, rank]
-        return out
+        return f.new_empty(len(classes)).index_copy_(0, order, f.view(-1).index_select(0, slot))
 
     def _prepared(self) -> dict[str, torch.Tensor]:
         """Tensors derived from the state once per device (γ folded into the support vectors)."""

@@ -164,14 +164,29 @@ class UniformDetector(Detector):
 
         `x` must be a valid batch on the model's device; runs in whatever grad/mode the caller set.
         """
-        device = x.device
         with LayerTap(model, [self.layer_], self.pooling) as tap:
             logits = model(x)
         pred = logits.argmax(dim=1)
-        log = self.log_domain_scores
-        s_mdl = self.svm_mdl_.to(device).score(tap.outputs[self.layer_], pred, log)
-        s_logit = self.svm_logit_.to(device).score(logits, pred, log)
+        # Both banks in one call (half the small tensor operations): the MDL's SVM of class c is
+        # class c of the stacked bank, the logits' SVM class K + c.
+        svms = self._svm_pair().to(x.device)
+        width = svms.mean.shape[1]
+        features = torch.cat(
+            [_pad_columns(tap.outputs[self.layer_], width), _pad_columns(logits, width)]
+        )
+        both = svms.score(
+            features, torch.cat([pred, pred + self.num_classes_]), self.log_domain_scores
+        )
+        s_mdl, s_logit = both.view(2, -1)
         return torch.stack([s_mdl, s_logit, *self._extra_components(logits)], dim=1), pred
+
+    def _svm_pair(self) -> ClassConditionalOCSVM:
+        """The MDL and logit SVM banks stacked into one (built once, on first use)."""
+        pair = getattr(self, "_svm_pair_cache", None)
+        if pair is None or pair[0] is not self.svm_mdl_ or pair[1] is not self.svm_logit_:
+            both = ClassConditionalOCSVM.concat([self.svm_mdl_, self.svm_logit_])
+            pair = self._svm_pair_cache = (self.svm_mdl_, self.svm_logit_, both)
+        return pair[2]
 
     def _extra_components(self, logits: torch.Tensor) -> list[torch.Tensor]:
         """Further raw scores computed from the logits (none for the paper's detector)."""
@@ -220,6 +235,11 @@ class UniformDetector(Detector):
         self.layer_choice_ = (
             None if c is None else LayerChoice(c["layer"], c["criterion"], c["per_set"])
         )
+
+
+def _pad_columns(x: torch.Tensor, width: int) -> torch.Tensor:
+    """x (N×D) with zero columns appended up to `width`."""
+    return torch.nn.functional.pad(x, (0, width - x.shape[1]))
 
 
 def _subsample_per_class(pred: torch.Tensor, k: int, cap: int | None, seed: int) -> torch.Tensor:
