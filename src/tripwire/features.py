@@ -126,7 +126,10 @@ class LayerTap:
         pooling: Pooling | Mapping[str, Pooling] = "mean",
         detach: bool = True,
     ) -> None:
-        modules = dict(model.named_modules())
+        modules: dict[str, nn.Module] = {}
+        for name in layers:  # a lookup per layer: the whole module table costs more per batch
+            with contextlib.suppress(AttributeError):
+                modules[name] = model.get_submodule(name)
         missing = [name for name in layers if name not in modules or not name]
         if missing:
             raise InvalidInputError(
