@@ -14,7 +14,7 @@ from torch import nn
 
 from tripwire.anomalies import list_generators
 from tripwire.anomalies.registry import get_generator
-from tripwire.bench import DEVIATIONS, get_suite, run_suite, write_report
+from tripwire.bench import get_suite, run_suite, write_report
 from tripwire.bench.report import load_paper
 from tripwire.bench.suites import CIFAR_EPS, SUITES, Sizes
 from tripwire.data.base import get_source
@@ -113,7 +113,7 @@ def test_report_sets_the_papers_resnet_cells_beside_ours(tmp_path: Path) -> None
         _rows("resnet-cifar10", "msp", "tinyimagenet-resize", "auroc", 0.88),
     ]
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    text = write_report(suite, tmp_path, "tripwire bench --suite cifar10-resnet", DEVIATIONS)
+    text = write_report(suite, tmp_path, "tripwire bench --suite cifar10-resnet")
     md = text.read_text()
     # Table 2, ResNet: uniform AUROC on TinyIm 98.61, baseline (MSP) 87.13
     assert "| tinyimagenet / auroc (tinyimagenet-crop) | uniform | 98.61 | 97.00" in md
@@ -122,9 +122,12 @@ def test_report_sets_the_papers_resnet_cells_beside_ours(tmp_path: Path) -> None
     assert "| fooling / auroc | uniform | 99.73 | not run" in md
     assert "JPEG-compressed" in md and "rebuilds" in md
     assert "every seed uses the zoo model of seed 0" in md
+    # the suite's own deviations: the shared ones, none of the MNIST-only ones
+    assert "transductive" in md and "chosen on the MNIST LeNet and are used here unchanged" in md
+    assert "Omniglot" not in md
     vgg = dataclasses.replace(get_suite("cifar10-vgg16"), models=("resnet-cifar10",))
     vgg = dataclasses.replace(vgg, paper_model={"resnet-cifar10": "vgg16"})
-    md = write_report(vgg, tmp_path, "x", DEVIATIONS).read_text()
+    md = write_report(vgg, tmp_path, "x").read_text()
     assert "| tinyimagenet / auroc (tinyimagenet-crop) | uniform | 97.54 | 97.00" in md
 
 
@@ -195,7 +198,7 @@ def test_tiny_cifar_suite_runs_end_to_end_on_stored_weights(
     fgsm = next(r for r in rows if r["anomaly_set"] == "fgsm")
     assert fgsm["anomaly_info"]["kind"] == "fgsm"
     assert not (cache / "models").exists()  # nothing was trained
-    md = write_report(suite, out, "tripwire bench --suite cifar10-resnet --fast", DEVIATIONS)
+    md = write_report(suite, out, "tripwire bench --suite cifar10-resnet --fast")
     text = md.read_text()
     assert "| fgsm / auroc | kd_bu | 75.70 |" in text and "JPEG-compressed" in text
     # without stored weights the suite refuses to train a CIFAR model inside a run

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tripwire.bench import DEVIATIONS, get_suite, write_report
+from tripwire.bench import get_suite, write_report
 from tripwire.bench.report import load_paper
 from tripwire.bench.results import aggregate
 from tripwire.detectors import DEFAULT_DETECTOR
@@ -47,7 +47,7 @@ def test_report_sets_paper_numbers_beside_ours(tmp_path: Path) -> None:
             for metric in ("auroc", "auroc_class_weighted", "tnr_at_tpr95"):
                 rows.append(_row(seed, det, "omniglot", metric, v if det == "uniform" else 0.9))
     (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    md = write_report(get_suite("mnist-lenet"), tmp_path, "tripwire bench --fast", DEVIATIONS)
+    md = write_report(get_suite("mnist-lenet"), tmp_path, "tripwire bench --fast")
     text = md.read_text()
     # paper's Table 2 uniform AUROC on Omniglot is 99.99; ours class-weighted mean 99.70
     assert "| omniglot / auroc | uniform | 99.99 | 99.70 ± 0.14 | -0.29 |" in text
@@ -91,7 +91,7 @@ def test_report_draws_per_class_histograms_and_inlines_them(tmp_path: Path) -> N
     (tmp_path / "scores").mkdir()
     for det in (DEFAULT_DETECTOR, "mahalanobis"):
         _scores_npz(tmp_path / "scores" / f"lenet-mnist-seed0-{det}.npz", 0)
-    md = write_report(get_suite("mnist-lenet"), tmp_path, "tripwire bench", DEVIATIONS)
+    md = write_report(get_suite("mnist-lenet"), tmp_path, "tripwire bench")
     text = md.read_text()
     assert "## Score histograms per predicted class" in text
     for det in (DEFAULT_DETECTOR, "mahalanobis"):
@@ -128,9 +128,7 @@ def test_report_lists_wall_time_per_step(tmp_path: Path) -> None:
             r["scoring_seconds"] = 0.25
             rows.append(r)
     (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    text = write_report(
-        get_suite("mnist-lenet"), tmp_path, "tripwire bench", DEVIATIONS
-    ).read_text()
+    text = write_report(get_suite("mnist-lenet"), tmp_path, "tripwire bench").read_text()
     assert "| make fooling | 90.0 |" in text
     # msp: fit 1 s + 100 ID images at 1000/s + 2 sets × 0.25 s
     assert "| detector msp (fit + scoring) | 1.6 |" in text

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -50,9 +49,10 @@ def load_paper(suite: Suite) -> dict[str, Any] | None:
     return json.loads(text)
 
 
-def write_report(suite: Suite, out: str | Path, command: str, deviations: Sequence[str]) -> Path:
+def write_report(suite: Suite, out: str | Path, command: str) -> Path:
     """Write ``results.json``, ``report.md`` and ``report.html`` into `out` from its
-    ``results.jsonl``; returns the Markdown path."""
+    ``results.jsonl``, with the suite's notes and deviations from the paper; returns the Markdown
+    path."""
     folder = Path(out)
     rows = read_rows(folder / "results.jsonl")
     (folder / "results.json").write_text(json.dumps(rows, indent=1))
@@ -73,7 +73,7 @@ def write_report(suite: Suite, out: str | Path, command: str, deviations: Sequen
         f"Reproduce: `{command}`  \nSeeds: {', '.join(map(str, seeds))} ({seeded}). "
         f"Fast mode: {rows[0]['fast']}. Versions: "
         f"{json.dumps(rows[0]['versions'])}.",
-        "## Protocol\n\n" + "\n".join(f"- {n}" for n in (*suite.notes, *deviations)),
+        "## Protocol\n\n" + "\n".join(f"- {n}" for n in (*suite.notes, *suite.deviations)),
         _suite_time(timings),
     ]
     for model in models:

@@ -40,7 +40,7 @@ def bench_command(
 
     Interrupted runs resume: rows already in <out>/results.jsonl are not recomputed.
     """
-    from tripwire.bench import DEVIATIONS, get_suite, run_suite, write_report
+    from tripwire.bench import get_suite, run_suite, write_report
 
     if threads is not None:
         import torch
@@ -62,5 +62,5 @@ def bench_command(
             cache_dir=cache_dir,
         )
     command = "tripwire " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    md = write_report(s, out, command, DEVIATIONS)
+    md = write_report(s, out, command)
     Console().print(f"report: {md} and {md.with_suffix('.html')}")
