@@ -309,6 +309,7 @@ def test_generic_load_finds_the_key_beside_a_moved_folder(
         Detector.load(tmp_path / "moved").score(model, x)
 
 
+@pytest.mark.slow
 def test_rotate_key_draws_a_new_mask_and_still_detects(world: dict[str, Any]) -> None:
     det = create_detector("daain", key="first", **SMALL)
     assert isinstance(det, DaainDetector)
