@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from typer.testing import CliRunner
 
 from tripwire.cli import app
@@ -17,7 +18,12 @@ def test_train_stores_and_models_list_shows_it(tmp_path: Path) -> None:
     assert before.exit_code == 0, before.output
     assert "lenet-mnist" in before.output and "yes" not in before.output
     args = ["-q", "train", "cnn-digits8", "--epochs", "1", "--cache-dir", str(tmp_path)]
-    result = runner.invoke(app, args)
+    threads = torch.get_num_threads()
+    try:
+        result = runner.invoke(app, [*args, "--threads", "1"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
     card = read_card("cnn-digits8", 0, tmp_path)
     assert card is not None and card["recipe"]["epochs"] == 1

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from tripwire.cli import app
-from tripwire.cli.options import CACHE_DIR, DATA_DIR
+from tripwire.cli.options import CACHE_DIR, DATA_DIR, THREADS, set_threads
 
 _OUT = typer.Option(Path("results"), "--out", help="Folder for results.json and the reports.")
 _DETECTORS = typer.Option([], "--detector", help="Only these detectors (repeatable).")
@@ -26,13 +26,7 @@ def bench_command(
     detector: list[str] = _DETECTORS,
     model: list[str] = _MODELS,
     report_only: bool = typer.Option(False, help="Only rebuild the report from results.jsonl."),
-    threads: int | None = typer.Option(
-        None,
-        "--threads",
-        min=1,
-        help="torch CPU threads (default: torch's own). On a busy shared machine 1 is much "
-        "faster: small ops no longer wait for a second thread.",
-    ),
+    threads: int | None = THREADS,
     data_dir: Path | None = DATA_DIR,
     cache_dir: Path | None = CACHE_DIR,
 ) -> None:
@@ -42,10 +36,7 @@ def bench_command(
     """
     from tripwire.bench import get_suite, run_suite, write_report
 
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)
     s = get_suite(suite)
     seed_list = [int(x) for x in seeds.split(",") if x.strip()]
     if fast and seeds == "0,1,2":

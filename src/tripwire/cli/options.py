@@ -18,6 +18,21 @@ CACHE_DIR = typer.Option(
     None, "--cache-dir", help="Cache directory (default: $TRIPWIRE_CACHE, else ~/.cache/tripwire)."
 )
 PARAM = typer.Option([], "--param", help="Override a default: key=value (repeatable).")
+THREADS = typer.Option(
+    None,
+    "--threads",
+    min=1,
+    help="torch CPU threads (default: torch's own). On a busy shared machine 1 is much faster: "
+    "small ops no longer wait for a second thread.",
+)
+
+
+def set_threads(threads: int | None) -> None:
+    """Apply a --threads option (None keeps torch's own choice)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:

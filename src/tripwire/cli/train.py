@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tripwire.cli import app
-from tripwire.cli.options import CACHE_DIR, DATA_DIR
+from tripwire.cli.options import CACHE_DIR, DATA_DIR, THREADS, set_threads
 from tripwire.errors import FormatError
 from tripwire.models.stored import read_stored_card
 from tripwire.models.zoo import (
@@ -49,8 +49,13 @@ def train_command(
         help="Fine-tune the trained model (same seed) with Outlier Exposure on SET (a data "
         "source name or an .npz path) and store it as the zoo's OE twin, e.g. lenet-mnist-oe.",
     ),
+    threads: int | None = THREADS,
 ) -> None:
-    """Train a zoo model with its fixed recipe and seed; store weights (safetensors) + card."""
+    """Train a zoo model with its fixed recipe and seed; store weights (safetensors) + card.
+
+    Training resumes from the last epoch's checkpoint after an interruption.
+    """
+    set_threads(threads)
     console = Console()
     if outlier_exposure is not None:
         name = outlier_exposure_name(name)
