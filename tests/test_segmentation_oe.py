@@ -189,3 +189,31 @@ def test_outlier_options_are_checked(world: dict[str, Any]) -> None:
     ):
         with pytest.raises(InvalidInputError):
             train_segmenter(train, epochs=1, width=4, **bad)
+
+
+def test_entropy_of_the_most_uncertain_pixels() -> None:
+    from tripwire.segmentation import mean_entropy
+
+    class Logits(torch.nn.Module):
+        """Uniform over 11 classes where the image is 0, confident where it is 1."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            logits = torch.zeros(x.shape[0], 11, *x.shape[2:])
+            logits[:, 0] = 50.0 * x[:, 0]
+            return logits
+
+    x = torch.ones(2, 1, 8, 8)
+    x[0, :, :2] = 0.0  # a quarter of image 0 uncertain; image 1 confident everywhere
+    log_k = math.log(11)
+    whole, quarter = mean_entropy(Logits(), x), mean_entropy(Logits(), x, top=0.25)
+    torch.testing.assert_close(whole[0], torch.tensor(log_k / 4, dtype=torch.float64))
+    torch.testing.assert_close(quarter[0], torch.tensor(log_k, dtype=torch.float64))
+    torch.testing.assert_close(
+        mean_entropy(Logits(), x, top=0.5)[0], torch.tensor(log_k / 2, dtype=torch.float64)
+    )
+    assert float(quarter[1]) < 1e-12
+    # top=1 is the plain mean; a fraction too small for one pixel still takes one.
+    torch.testing.assert_close(mean_entropy(Logits(), x, top=1.0), whole)
+    torch.testing.assert_close(mean_entropy(Logits(), x, top=1e-6)[0], quarter[0])
+    with pytest.raises(InvalidInputError):
+        mean_entropy(Logits(), x, top=0.0)
