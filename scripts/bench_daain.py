@@ -22,7 +22,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -258,25 +258,27 @@ def entropy_statistics(h: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-def base_segmenter(args: argparse.Namespace, train: object) -> tuple[torch.nn.Module, float]:
-    """The plain segmenter (no outliers), loaded from `--base-cache` when it exists there (then
-    its training time is the one recorded next to it)."""
+def cached_segmenter(
+    path: str | None, train: Callable[[], torch.nn.Module]
+) -> tuple[torch.nn.Module, float]:
+    """`train()`'s segmenter, or the one saved at `path` (.safetensors) if it exists there (then
+    its training time is the one recorded next to it); a newly trained one is saved at `path`."""
     from safetensors.torch import load_file, save_file
 
-    from tripwire.segmentation import TinyUNet, train_segmenter
+    from tripwire.segmentation import TinyUNet
 
-    if args.base_cache and os.path.exists(args.base_cache):
+    if path and os.path.exists(path):
         model = TinyUNet()
-        model.load_state_dict(load_file(args.base_cache))
-        with open(args.base_cache + ".json") as f:
+        model.load_state_dict(load_file(path))
+        with open(path + ".json") as f:
             return model.eval(), float(json.load(f)["train_seconds"])
     t = time.perf_counter()
-    model = train_segmenter(train, epochs=args.seg_epochs, seed=0)  # type: ignore[arg-type]
+    model = train()
     train_s = time.perf_counter() - t
-    if args.base_cache:
-        save_file(model.state_dict(), args.base_cache)
-        with open(args.base_cache + ".json", "w") as f:
-            json.dump({"train_seconds": train_s, "epochs": args.seg_epochs}, f)
+    if path:
+        save_file(model.state_dict(), path)
+        with open(path + ".json", "w") as f:
+            json.dump({"train_seconds": train_s}, f)
     return model, train_s
 
 
@@ -301,24 +303,29 @@ def segmentation(args: argparse.Namespace) -> dict[str, object]:
     # Calibration canvases for the fused score's normalisation: more held-out ID canvases of
     # MNIST training digits (seed 12); no anomaly is involved in that fit.
     cal = load_canvas("train", n=args.n_seg, data_dir=args.data_dir, seed=12)
-    model, train_s = base_segmenter(args, train)
+    model, train_s = cached_segmenter(
+        args.base_cache, lambda: train_segmenter(train, epochs=args.seg_epochs, seed=0)
+    )
     oe: dict[str, object] = {}
     if args.oe_proxies:
         # "none": the control — the same fine-tuning without outliers.
         no_oe = args.oe_proxies == "none"
         proxies = None if no_oe else proxy_outliers(args.oe_proxies.split(","), args.data_dir)
-        t = time.perf_counter()
         base_val = segmentation_metrics(model, val)
-        model = train_segmenter(
-            train,
-            init=model,
-            outliers=proxies,
-            outlier_weight=args.oe_weight,
-            outlier_share=args.oe_share,
-            max_outliers=2,
-            epochs=args.oe_epochs,
-            lr=args.oe_lr,
-            seed=args.oe_seed,
+        base = model
+        model, finetune_s = cached_segmenter(
+            args.oe_cache,
+            lambda: train_segmenter(
+                train,
+                init=base,
+                outliers=proxies,
+                outlier_weight=args.oe_weight,
+                outlier_share=args.oe_share,
+                max_outliers=2,
+                epochs=args.oe_epochs,
+                lr=args.oe_lr,
+                seed=args.oe_seed,
+            ),
         )
         oe = {
             "proxies": args.oe_proxies,
@@ -328,7 +335,7 @@ def segmentation(args: argparse.Namespace) -> dict[str, object]:
             "epochs": args.oe_epochs,
             "lr": args.oe_lr,
             "seed": args.oe_seed,
-            "finetune_seconds": time.perf_counter() - t,
+            "finetune_seconds": finetune_s,
             "base_segmenter_validation": base_val,
         }
     quality_val = segmentation_metrics(model, val)
@@ -513,6 +520,11 @@ def main() -> None:
         default=None,
         help="segmentation: load the plain segmenter from this .safetensors file if it exists, "
         "else train it and save it there",
+    )
+    parser.add_argument(
+        "--oe-cache",
+        default=None,
+        help="segmentation: the same for the fine-tuned segmenter (give one file per setting)",
     )
     parser.add_argument(
         "--validation-only",
