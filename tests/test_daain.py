@@ -8,13 +8,19 @@ from typing import Any
 
 import pytest
 import torch
+import zuko
 from torch import nn
 from torch.nn import functional as F
 
 from tripwire import metrics
 from tripwire.data.base import ImageSet
 from tripwire.detectors import create_detector
-from tripwire.detectors.daain import DaainDetector, monitor_layers, read_key
+from tripwire.detectors.daain import (
+    DaainDetector,
+    checkered_coupling_call_and_ladj,
+    monitor_layers,
+    read_key,
+)
 from tripwire.detectors.daain_mask import SubsampleMask, _share_out, key_fingerprint, new_key
 from tripwire.detectors.hbos import Hbos
 from tripwire.errors import FormatError, InvalidInputError, NotFittedError
@@ -178,6 +184,25 @@ def test_log_likelihood_exact_for_a_gaussian(world: dict[str, Any]) -> None:
     )
     z, _ = det._latent(v)
     torch.testing.assert_close(z, (v - det.mu_) / det.sigma_)
+
+
+@pytest.mark.parametrize("kind", ["realnvp", "realnvp-randmask", "maf"])
+def test_strided_coupling_path_equals_zukos(kind: str) -> None:
+    torch.manual_seed(0)
+    make = {
+        "realnvp": lambda: zuko.flows.RealNVP(7, transforms=3, hidden_features=(16, 16)),
+        "realnvp-randmask": lambda: zuko.flows.RealNVP(7, transforms=3, randmask=True),
+        "maf": lambda: zuko.flows.MAF(7, transforms=2),  # not a coupling flow: zuko's own path
+    }
+    flow = make[kind]()
+    for p in flow.parameters():  # away from the identity zuko initialises near
+        p.data.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(33, 7)
+    z, ladj = checkered_coupling_call_and_ladj(flow, x)
+    z_ref, ladj_ref = flow().transform.call_and_ladj(x)
+    torch.testing.assert_close(z, z_ref)
+    torch.testing.assert_close(ladj, ladj_ref)
+    assert not torch.allclose(z, x)
 
 
 def test_log_likelihood_obeys_change_of_variables() -> None:
