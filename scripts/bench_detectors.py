@@ -114,7 +114,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
 
-    source, eps = SETTINGS[args.model]
+    source, fgsm_eps = SETTINGS[args.model]
     trainable = args.model == "lenet-mnist"  # under a minute; the CIFAR models take hours
     model = load_model(args.model, data_dir=args.data_dir, train_if_missing=trainable)
     model.eval()
@@ -139,7 +139,7 @@ def main() -> None:
             if fgsm is None:
                 sub = train.take(5000, seed=1)
                 fgsm = (
-                    get_generator("fgsm", eps=eps)
+                    get_generator("fgsm", eps=fgsm_eps)
                     .generate(model, sub.as_float(), sub.require_labels(), seed=0)
                     .images
                 )
