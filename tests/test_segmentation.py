@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from bar_digits import fake_digits
 from tripwire import metrics
 from tripwire.data.base import DataError
 from tripwire.detectors.daain import DaainDetector
@@ -28,17 +29,6 @@ from tripwire.segmentation import (
     train_segmenter,
     uniform_noise,
 )
-
-
-def fake_digits(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stand-ins for MNIST digits: class c is a bar at angle c·18°, white on black, 12×12."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, 10, (n,), generator=g)
-    ii, jj = torch.meshgrid(torch.arange(12.0) - 5.5, torch.arange(12.0) - 5.5, indexing="ij")
-    theta = labels.float().view(-1, 1, 1) * torch.pi / 10
-    dist = (ii * torch.cos(theta) - jj * torch.sin(theta)).abs()
-    img = (1.0 - dist / 1.5).clamp(0, 1) * (ii**2 + jj**2 < 30).float()
-    return img.unsqueeze(1), labels
 
 
 def test_canvas_masks_follow_the_digits() -> None:

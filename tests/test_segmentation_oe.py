@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from bar_digits import fake_digits
 from tripwire.data.base import ImageSet
 from tripwire.errors import InvalidInputError
 from tripwire.segmentation import (
@@ -24,17 +25,6 @@ from tripwire.segmentation import (
     uniform_cross_entropy,
 )
 from tripwire.segmentation.outlier_exposure import IGNORE
-
-
-def bars(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stand-ins for digits: class c is a bar at angle c·18°, white on black, 12×12."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, 10, (n,), generator=g)
-    ii, jj = torch.meshgrid(torch.arange(12.0) - 5.5, torch.arange(12.0) - 5.5, indexing="ij")
-    theta = labels.float().view(-1, 1, 1) * torch.pi / 10
-    dist = (ii * torch.cos(theta) - jj * torch.sin(theta)).abs()
-    img = (1.0 - dist / 1.5).clamp(0, 1) * (ii**2 + jj**2 < 30).float()
-    return img.unsqueeze(1), labels
 
 
 def rings(n: int) -> torch.Tensor:
@@ -73,7 +63,7 @@ def old_train_segmenter(
 
 @pytest.fixture(scope="module")
 def world() -> dict[str, Any]:
-    digits, labels = bars(200, seed=0)
+    digits, labels = fake_digits(200, seed=0)
     two = (labels == 0) | (labels == 5)  # two classes (horizontal, vertical): learnt quickly
     digits, labels = digits[two], labels[two]
     train = make_canvas_set(digits, labels, n=240, size=32, max_digits=2, seed=1)
@@ -83,7 +73,7 @@ def world() -> dict[str, Any]:
 
 
 def test_without_outliers_training_is_bit_for_bit_the_old_loop() -> None:
-    digits, labels = bars(60, seed=3)
+    digits, labels = fake_digits(60, seed=3)
     data = make_canvas_set(digits, labels, n=48, size=32, max_digits=2, seed=4)
     kw: dict[str, Any] = {"epochs": 2, "batch_size": 16, "lr": 1e-2, "width": 4, "seed": 5}
     new, old = train_segmenter(data, **kw), old_train_segmenter(data, **kw)
