@@ -52,7 +52,11 @@ def test_class_with_too_few_samples_is_left_unfitted() -> None:
     c = torch.tensor([0] * 28 + [1] * 2)
     bank = ClassConditionalOCSVM.fit(x, c, 3)
     assert bank.fitted.tolist() == [True, False, False]
-    assert torch.isfinite(bank.score(x, torch.full((30,), 2))).all()
+    unfitted = torch.full((30,), 2)
+    for log in (False, True):
+        top = bank.score(x, unfitted, log)
+        assert torch.isfinite(top).all()
+        assert (top >= bank.score(x, torch.zeros(30, dtype=torch.long), log).max()).all()
 
 
 def test_proxies_stay_in_range_and_are_seeded() -> None:

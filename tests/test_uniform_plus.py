@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tiny_world import trained_world
+from tripwire.data.base import ImageSet
 from tripwire.detectors import UniformPlusDetector
 from tripwire.detectors.uniform_plus import neg_log_max_softmax, neg_logit_margin
 
@@ -51,3 +53,18 @@ def test_score_is_the_sum_of_the_standardised_components(
 def test_bad_parameters_are_refused(params, lenet_mnist, mnist_train) -> None:
     with pytest.raises(ValueError):
         UniformPlusDetector(**params).fit(lenet_mnist, mnist_train.take(200, seed=0))
+
+
+def test_inputs_of_a_class_too_rare_to_fit_score_highest_and_finite() -> None:
+    model, train, val = trained_world()
+    with torch.no_grad():
+        pred = model(train.as_float()).argmax(1)
+    rare = torch.nonzero(pred == 2).flatten()
+    keep = torch.cat([torch.nonzero(pred != 2).flatten(), rare[:4]])  # 4 < 5: class 2 unfitted
+    fit_set = ImageSet("no-class-2", train.images[keep], train.labels[keep])
+    det = UniformPlusDetector(layer="relu1", holdout_fraction=0.2).fit(model, fit_set)
+    assert det.svm_mdl_.fitted.tolist() == [True, True, False]
+    scores, predicted = det.score_and_predict(model, val)
+    assert bool(torch.isfinite(scores).all())
+    assert bool((predicted == 2).any())
+    assert float(scores[predicted == 2].min()) > float(scores[predicted != 2].max())

@@ -62,7 +62,8 @@ class ClassConditionalOCSVM:
         """Fit one scaler + SVM per class on the rows of `features` whose class is c.
 
         Classes with fewer than 5 rows are not fitted; an input predicted as such a class gets the
-        highest anomaly score the other classes' SVMs can give (f = 0).
+        highest anomaly score the other classes' SVMs can give (f = 0; in the log domain, where
+        −log 0 = +inf, the largest finite float).
         """
         x = features.detach().cpu().double().numpy()
         c = classes.detach().cpu().numpy()
@@ -177,6 +178,9 @@ class ClassConditionalOCSVM:
             top = arg.amax(dim=2, keepdim=True)
             arg.sub_(top).clamp_(min=_FLOOR).exp_()
             f = -(top.squeeze(2) + arg.sum(2).log())
+            # An unfitted class has no support (f = 0, −log f = +inf; the sums above give NaN):
+            # the largest finite value, so that its inputs rank above every fitted score.
+            f = torch.where(prep["fitted"], f, torch.finfo(f.dtype).max)
         else:
             arg.clamp_(min=_FLOOR, max=0.0)
             # an in-place product and a sum: 5× faster on CPU than bmm with a single column
@@ -195,6 +199,7 @@ class ClassConditionalOCSVM:
                 "neg_gamma_sv_sq": -gamma * self.support.square().sum(2).unsqueeze(1),
                 "coef": self.coef.unsqueeze(1),
                 "log_coef": torch.log(self.coef).unsqueeze(1),
+                "fitted": self.fitted.to(device).view(k, 1),
             }
             self._derived = {device: cached}
         return cached

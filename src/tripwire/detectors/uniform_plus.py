@@ -125,10 +125,13 @@ class UniformPlusDetector(UniformDetector):
         return [EXTRAS[name](logits) for name in self.extras]
 
     def _fit_normalisation(self, raw: torch.Tensor, pred: torch.Tensor) -> None:
-        """Per class and component: median and `tail` quantile of held-out ID raw scores."""
+        """Per class and component: median and `tail` quantile of held-out ID raw scores (classes
+        with fewer than 20 take those of all classes whose SVMs were fitted)."""
         k = self.num_classes_
-        center = raw.median(dim=0).values.repeat(k, 1)
-        tail = raw.quantile(self.tail, dim=0).repeat(k, 1)
+        fitted = (self.svm_mdl_.fitted & self.svm_logit_.fitted)[pred]
+        informative = raw[fitted] if bool(fitted.any()) else raw
+        center = informative.median(dim=0).values.repeat(k, 1)
+        tail = informative.quantile(self.tail, dim=0).repeat(k, 1)
         for c in range(k):
             rc = raw[pred == c]
             if len(rc) >= 20:
@@ -138,7 +141,9 @@ class UniformPlusDetector(UniformDetector):
 
     def _combine(self, raw: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
         center, scale = self.center_.to(raw.device)[pred], self.scale_.to(raw.device)[pred]
-        return FUSIONS[self.fusion]((raw - center) / scale)
+        # An input of a class whose SVM was not fitted has the largest finite SVM score, which
+        # overflows to inf once standardised: it stays the largest finite score.
+        return FUSIONS[self.fusion]((raw - center) / scale).clamp_(max=torch.finfo(raw.dtype).max)
 
     def _normalisation_tensors(self) -> dict[str, torch.Tensor]:
         return {"center": self.center_, "scale": self.scale_}
