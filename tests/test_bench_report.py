@@ -133,3 +133,19 @@ def test_report_lists_wall_time_per_step(tmp_path: Path) -> None:
     # msp: fit 1 s + 100 ID images at 1000/s + 2 sets × 0.25 s
     assert "| detector msp (fit + scoring) | 1.6 |" in text
     assert "| anomaly_sets | 90.5 |" in text
+
+
+def test_cost_table_shows_what_each_seeds_fit_chose(tmp_path: Path) -> None:
+    rows = []
+    for seed, layer in ((0, "relu1"), (1, "pool1")):
+        for det in ("uniform", "msp"):
+            row = _row(seed, det, "omniglot", "auroc", 0.9)
+            if det == "uniform":
+                row["fit_summary"] = {"layer": layer}
+            rows.append(row)
+    (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    text = write_report(get_suite("mnist-lenet"), tmp_path, "tripwire bench").read_text()
+    assert "chosen by fit (per seed)" in text
+    uniform = next(line for line in text.splitlines() if line.startswith("| uniform | 1.0 |"))
+    msp = next(line for line in text.splitlines() if line.startswith("| msp | 1.0 |"))
+    assert uniform.endswith("| layer relu1 / pool1 |") and msp.endswith("| — |")

@@ -95,6 +95,7 @@ def test_score_is_the_papers_formula(lenet_detector, lenet_mnist, mnist_test) ->
 def test_layer_choice_is_reported_and_early(lenet_detector) -> None:
     choice = lenet_detector.layer_choice_
     assert choice is not None and choice.layer == lenet_detector.layer_
+    assert lenet_detector.fit_summary() == {"layer": choice.layer}  # what bench reports show
     assert set(choice.per_set[choice.layer]) == set(PROXIES)
     assert choice.criterion[choice.layer] == max(choice.criterion.values())
     assert choice.layer.startswith(("conv", "relu", "pool"))  # an early conv block, as the paper

@@ -176,9 +176,27 @@ def _cost_table(rows: list[dict[str, Any]], model: str, detectors: list[str]) ->
         speed = np.mean([r["id_scoring_images_per_second"] for r in per_fit])
         flagged = np.mean([r["id_flagged"] for r in per_fit])
         trained_on = next(iter(per_fit))["fitted_on_anomalies"] or "ID only"
-        body.append([d, f"{fit:.1f}", f"{speed:,.0f}", f"{100 * flagged:.1f}", trained_on])
-    header = ["detector", "fit s", "scoring images/s", "ID test flagged % (target 5)", "fitted on"]
+        row = [d, f"{fit:.1f}", f"{speed:,.0f}", f"{100 * flagged:.1f}", trained_on]
+        body.append([*row, _fit_choices(list(per_fit))])
+    header = [
+        "detector",
+        "fit s",
+        "scoring images/s",
+        "ID test flagged % (target 5)",
+        "fitted on",
+        "chosen by fit (per seed)",
+    ]
     return table(header, body)
+
+
+def _fit_choices(per_seed: list[dict[str, Any]]) -> str:
+    """What each seed's fit chose by itself (`Detector.fit_summary`), e.g. "layer relu1 / pool1";
+    "—" where nothing was chosen or the rows predate the record."""
+    summaries = [r.get("fit_summary") or {} for r in sorted(per_seed, key=lambda r: r["seed"])]
+    keys = sorted({k for s in summaries for k in s})
+    return (
+        "; ".join(f"{k} " + " / ".join(str(s.get(k, "—")) for s in summaries) for k in keys) or "—"
+    )
 
 
 def _suite_time(timings: dict[str, dict[int, dict[str, Any]]]) -> str:

@@ -329,6 +329,7 @@ def _run_one(
                 "id_scoring_images_per_second": len(id_test) / id_seconds,
                 "id_flagged": float(det.flag(s_id, p_id).float().mean()),
                 "fitted_on_anomalies": anomalies.name if anomalies is not None else None,
+                "fit_summary": det.fit_summary(),
                 "step_seconds": {k: round(v, 2) for k, v in clock.wall.items()},
             }
             scores = {"id": s_id.numpy(), "id_pred": p_id.numpy()}

@@ -165,6 +165,11 @@ class Detector(ABC):
         self.fitted_ = True
         return self
 
+    def fit_summary(self) -> dict[str, str]:
+        """What `fit` chose on its own (e.g. the uniform detector's MDL), for reports; {} for
+        detectors that choose nothing."""
+        return {}
+
     def _validate_params(self) -> None:  # noqa: B027  (optional hook)
         """Check hyper-parameters; raise ValueError with a clear message. Called by `fit`."""
 

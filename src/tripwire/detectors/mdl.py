@@ -25,7 +25,7 @@ from tripwire.detectors.ocsvm import ClassConditionalOCSVM
 from tripwire.features import Pooling, extract_features, list_layers
 from tripwire.metrics import auroc
 
-_TIE = 5e-3
+TIE = 5e-3  # AUROC lead below which layers count as tied (module docstring)
 
 
 @dataclass(frozen=True)
@@ -90,5 +90,5 @@ def choose_layer(
         }
         criterion[layer] = sum(per_set[layer].values()) / len(per_set[layer])
     best = max(criterion.values())
-    chosen = next(layer for layer in layers if criterion[layer] >= best - _TIE)
+    chosen = next(layer for layer in layers if criterion[layer] >= best - TIE)
     return LayerChoice(chosen, criterion, per_set)

@@ -120,6 +120,10 @@ class UniformDetector(Detector):
         raw, held_pred = self.raw_scores_of(model, held_set)
         self._fit_normalisation(raw, held_pred)
 
+    def fit_summary(self) -> dict[str, str]:
+        """The MDL that was used (chosen by `fit` when ``layer="auto"``)."""
+        return {"layer": self.layer_}
+
     def _fit_normalisation(self, raw: torch.Tensor, pred: torch.Tensor) -> None:
         """Min–max constants per class and layer from held-out ID raw scores."""
         self.low_, self.high_ = _per_class_min_max(raw, pred, self.num_classes_)
