@@ -1,13 +1,19 @@
-"""Benchmark runner helpers that need no model: merging the summaries of a set made in parts."""
+"""Benchmark runner parts that need no model: merging the summaries of a set made in parts, one
+run per output folder."""
 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from tripwire.bench.runner import merge_summaries
+from tripwire.bench.runner import merge_summaries, run_suite
 from tripwire.bench.suites import get_suite
+from tripwire.errors import InvalidInputError
+from tripwire.paths import exclusive_lock
 
 
 def test_merge_summaries_weights_means_by_successes() -> None:
@@ -27,3 +33,20 @@ def test_only_fooling_is_made_per_target_in_the_lenet_suite() -> None:
     suite = get_suite("mnist-lenet")
     assert [a.name for a in suite.anomalies if a.per_target] == ["fooling"]
     assert suite.full.per_set >= 1_000 and suite.full.id_test >= 1_000
+
+
+def test_a_second_run_into_the_same_folder_stops_at_once(tmp_path: Path) -> None:
+    with exclusive_lock(tmp_path / ".lock", wait=False) as held:  # what a running bench holds
+        assert held
+        with pytest.raises(InvalidInputError, match="another tripwire bench is writing"):
+            run_suite(get_suite("mnist-lenet"), tmp_path, seeds=(0,), detectors=["msp"])
+        # another process sees the lock too (flock locks belong to the open file)
+        probe = (
+            "import sys; from tripwire.paths import exclusive_lock\n"
+            f"with exclusive_lock({str(tmp_path / '.lock')!r}, wait=False) as held:\n"
+            "    sys.exit(0 if held else 3)"
+        )
+        assert subprocess.run([sys.executable, "-c", probe]).returncode == 3
+    assert not (tmp_path / "results.jsonl").exists()
+    with exclusive_lock(tmp_path / ".lock", wait=False) as held:  # released on exit
+        assert held

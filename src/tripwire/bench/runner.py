@@ -34,9 +34,10 @@ from tripwire.data.base import ImageSet
 from tripwire.data.transforms import conform
 from tripwire.detectors import create_detector, get_detector_class, list_detectors
 from tripwire.detectors.uniform import UniformDetector, transductive_scores
-from tripwire.errors import TripwireError
+from tripwire.errors import InvalidInputError, TripwireError
 from tripwire.models.info import model_info
 from tripwire.models.zoo import list_models, load_model
+from tripwire.paths import exclusive_lock
 from tripwire.progress import track
 
 logger = logging.getLogger(__name__)
@@ -227,10 +228,31 @@ def run_suite(
 ) -> Path:
     """Run `suite` and append tidy rows to ``<out>/results.jsonl``; returns that path.
 
-    Rows already in the file (same model, seed and detector) are not recomputed.
+    Rows already in the file (same model, seed and detector) are not recomputed. One run at a
+    time per folder: a second process given the same `out` stops at once (two would compute the
+    same rows and append both).
     """
     folder = Path(out)
     (folder / "scores").mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(folder / ".lock", wait=False) as held:
+        if not held:
+            raise InvalidInputError(
+                f"another tripwire bench is writing to {folder}; wait for it to finish or give "
+                "another --out"
+            )
+        return _run_suite(suite, folder, seeds, fast, detectors, models, data_dir, cache_dir)
+
+
+def _run_suite(
+    suite: Suite,
+    folder: Path,
+    seeds: Sequence[int],
+    fast: bool,
+    detectors: Sequence[str] | None,
+    models: Sequence[str] | None,
+    data_dir: str | Path | None,
+    cache_dir: str | Path | None,
+) -> Path:
     rows_path = folder / "results.jsonl"
     done = _done(rows_path)
     sizes = suite.sizes(fast)

@@ -37,6 +37,7 @@ from tripwire.models.training import train_classifier
 from tripwire.models.vgg_cifar import VGG16Cifar
 from tripwire.models.weights import load_weights, save_weights
 from tripwire.paths import cache_dir as resolve_cache_dir
+from tripwire.paths import exclusive_lock
 
 logger = logging.getLogger(__name__)
 
@@ -506,21 +507,12 @@ def train_model(
 
 @contextlib.contextmanager
 def _training_lock(folder: Path) -> Iterator[None]:
-    """An exclusive lock on ``<folder>.lock`` (POSIX), so that concurrent processes asking for
-    the same untrained model train it once; the others wait and then load it."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock, at worst the model is trained twice
+    """An exclusive lock on ``<folder>.lock``, so that concurrent processes asking for the same
+    untrained model train it once; the others wait and then load it (not POSIX: no lock, at
+    worst the model is trained twice)."""
+    logger.debug("waiting for the training lock of %s", folder)
+    with exclusive_lock(folder.with_name(folder.name + ".lock")):
         yield
-        return
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.with_name(folder.name + ".lock"), "w") as handle:
-        logger.debug("waiting for the training lock of %s", folder)
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def load_model(
