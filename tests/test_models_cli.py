@@ -1,4 +1,4 @@
-"""`tripwire train` and `tripwire models list`."""
+"""`tripwire train` and `tripwire models list`, also of a training run in progress."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typer.testing import CliRunner
 
 from tripwire.cli import app
 from tripwire.models import read_card
+from tripwire.models.checkpoint import TrainingState, save_checkpoint
+from tripwire.models.zoo import CHECKPOINT_DIR, model_dir
 
 runner = CliRunner()
 
@@ -39,3 +41,22 @@ def test_train_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "lenet-cifar", "--cache-dir", str(tmp_path)])
     assert result.exit_code != 0
     assert "known models" in str(result.exception)
+
+
+def test_models_list_shows_a_training_run_in_progress(tmp_path: Path) -> None:
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    save_checkpoint(
+        model_dir("cnn-digits8", 0, tmp_path) / CHECKPOINT_DIR,
+        model=model,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.StepLR(optimizer, 1),
+        generator=torch.Generator().manual_seed(0),
+        state=TrainingState(1, [{"epoch": 1, "test_accuracy": 0.5}], 3.0, {"epochs": 4}),
+    )
+    listed = runner.invoke(
+        app, ["models", "list", "--cache-dir", str(tmp_path)], env={"COLUMNS": "200"}
+    )
+    assert listed.exit_code == 0, listed.output
+    row = next(line for line in listed.output.splitlines() if "cnn-digits8" in line)
+    assert "training: epoch 1/4" in row and "50.00% so far" in row

@@ -11,6 +11,7 @@ from rich.table import Table
 from tripwire.cli import app
 from tripwire.cli.options import CACHE_DIR, DATA_DIR, THREADS, set_threads
 from tripwire.errors import FormatError
+from tripwire.models.checkpoint import checkpoint_progress
 from tripwire.models.stored import read_stored_card
 from tripwire.models.zoo import (
     CHECKPOINT_DIR,
@@ -119,9 +120,9 @@ def list_command(
 ) -> None:
     """Show every zoo model, whether it is trained in the cache and its recorded accuracy."""
     table = Table(title=f"tripwire model zoo (cache: {resolve_cache_dir(cache_dir)}, seed {seed})")
-    for col in ("name", "data", "trained", "accuracy", "paper"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("model", overflow="fold")
+    table.add_column("name", no_wrap=True)
+    for col in ("data", "trained", "accuracy", "paper", "model"):
+        table.add_column(col)  # wrapped at word breaks in a narrow terminal
     for name in list_models():
         recipe = get_recipe(name)
         trained, accuracy = _status(name, seed, cache_dir)
@@ -140,8 +141,9 @@ _STORED_DIR = typer.Option(
 
 
 def _status(name: str, seed: int, cache_dir: Path | None) -> tuple[str, str]:
-    """("stored"/"yes"/"no"/"corrupt …", accuracy) of a zoo model: the package's stored weights
-    first, as `load_model` uses them."""
+    """("stored"/"yes"/"no"/"training: epoch e/E"/"corrupt …", accuracy) of a zoo model: the
+    package's stored weights first, as `load_model` uses them; a run in progress by its last
+    checkpoint."""
     try:
         card = read_stored_card(name, seed)
         where = "stored"
@@ -150,7 +152,12 @@ def _status(name: str, seed: int, cache_dir: Path | None) -> tuple[str, str]:
     except FormatError:
         return "[red]corrupt card or stored files[/]", ""
     if card is None:
-        return "[yellow]no[/]", ""
+        progress = checkpoint_progress(model_dir(name, seed, cache_dir) / CHECKPOINT_DIR)
+        if progress is None or not progress.history:
+            return "[yellow]no[/]", ""
+        epochs = progress.config.get("epochs", "?")
+        accuracy = progress.history[-1]["test_accuracy"]
+        return f"[yellow]training: epoch {progress.epoch}/{epochs}[/]", f"{accuracy:.2%} so far"
     stale = "" if recipe_matches(card) else " (older recipe)"
     return f"[green]{where}[/]{stale}", f"{card['test_accuracy']:.2%}"
 

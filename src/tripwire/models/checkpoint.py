@@ -75,6 +75,16 @@ def save_checkpoint(
     os.replace(tmp_meta, folder / META_FILE)  # the JSON last: it marks the checkpoint complete
 
 
+def checkpoint_progress(folder: str | Path) -> TrainingState | None:
+    """The epoch, history and configuration of the checkpoint in `folder` (None when there is none
+    or it is unreadable), without loading its tensors — for showing how far a run has come."""
+    try:
+        meta = json.loads((Path(folder) / META_FILE).read_text(encoding="utf-8"))
+        return TrainingState(meta["epoch"], meta["history"], meta["seconds"], meta["config"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def load_checkpoint(
     folder: str | Path,
     *,
