@@ -50,3 +50,14 @@ def test_a_second_run_into_the_same_folder_stops_at_once(tmp_path: Path) -> None
     assert not (tmp_path / "results.jsonl").exists()
     with exclusive_lock(tmp_path / ".lock", wait=False) as held:  # released on exit
         assert held
+
+
+def test_bench_help_names_every_suite() -> None:
+    from typer.testing import CliRunner
+
+    from tripwire.bench.suites import SUITES
+    from tripwire.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert all(name in result.output for name in SUITES)

@@ -19,10 +19,19 @@ _MODELS = typer.Option([], "--model", help="Only these models of the suite (repe
 
 @app.command("bench")
 def bench_command(
-    suite: str = typer.Option("mnist-lenet", "--suite", help="Benchmark suite."),
+    suite: str = typer.Option(
+        "mnist-lenet",
+        "--suite",
+        help="Benchmark suite: mnist-lenet (LeNet-5 and its OE twin on MNIST), cifar10-resnet "
+        "(the stored ResNet-44), cifar10-vgg16 (VGG-16; needs its weights).",
+    ),
     out: Path = _OUT,
     fast: bool = typer.Option(False, "--fast", help="Subsets and one seed: a quick check."),
-    seeds: str = typer.Option("0,1,2", help="Comma-separated seeds (model, attacks, fits)."),
+    seeds: str = typer.Option(
+        "0,1,2",
+        help="Comma-separated seeds of the attacks, image subsets and detector fits (and of the "
+        "zoo model in mnist-lenet; the CIFAR-10 suites use model seed 0 throughout).",
+    ),
     detector: list[str] = _DETECTORS,
     model: list[str] = _MODELS,
     report_only: bool = typer.Option(False, help="Only rebuild the report from results.jsonl."),
