@@ -134,3 +134,9 @@ def test_guard_refuses_other_weights_and_uncalibrated(fitted: Path) -> None:
     det.thresholds_ = None
     with pytest.raises(NotFittedError):
         Guard(model, det)
+
+
+def test_cli_starts_without_loading_scikit_learn_or_scipy() -> None:
+    """They take ≈ 1 s to import; commands that need them import them where used."""
+    probe = "import sys, tripwire.cli; sys.exit(bool({'sklearn', 'scipy'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", probe]).returncode == 0

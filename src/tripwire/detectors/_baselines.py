@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
 
 from tripwire.data.base import ImageSet
 from tripwire.detectors.proxies import make_proxies
@@ -64,6 +63,8 @@ class LogisticFusion:
         std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)
         x = (np.concatenate([a, b]) - mean) / std
         y = np.concatenate([np.zeros(len(a)), np.ones(len(b))])
+        from sklearn.linear_model import LogisticRegression  # slow import: where used
+
         lr = LogisticRegression(C=1.0, max_iter=1000, class_weight="balanced").fit(x, y)
         f64 = torch.float64
         return cls(

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.covariance import OAS, EmpiricalCovariance, LedoitWolf
 from torch import nn
 
 from tripwire.data.base import ImageSet
@@ -46,7 +45,7 @@ from tripwire.features import LayerTap, Pooling, extract_features, model_device
 
 LOGITS = "logits"
 SHRINKAGES = ("ledoit-wolf", "oas", "none")
-_ESTIMATORS = {"ledoit-wolf": LedoitWolf, "oas": OAS, "none": EmpiricalCovariance}
+_ESTIMATORS = {"ledoit-wolf": "LedoitWolf", "oas": "OAS", "none": "EmpiricalCovariance"}
 COMBINES = ("auto", "sum", "logistic")
 
 
@@ -67,7 +66,10 @@ def tied_gaussian(
             means[c] = x[y == c].mean(axis=0)
             present[c] = True
     centred = x - means[y]
-    cov = _ESTIMATORS[shrinkage](assume_centered=True).fit(centred).covariance_
+    from sklearn import covariance  # loads in ≈ 1 s: imported where used (CLI start-up)
+
+    estimator = getattr(covariance, _ESTIMATORS[shrinkage])
+    cov = estimator(assume_centered=True).fit(centred).covariance_
     try:
         precision = np.linalg.inv(cov)
         precision = 0.5 * (precision + precision.T)

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import OneClassSVM
 
 _MIN_SAMPLES = 5
 _FLOOR = -80.0  # exp(−80) ≈ 1.8e-35, still a normal float32
@@ -65,6 +63,10 @@ class ClassConditionalOCSVM:
         highest anomaly score the other classes' SVMs can give (f = 0; in the log domain, where
         −log 0 = +inf, the largest finite float).
         """
+        # scikit-learn loads in ≈ 1 s: imported where used, not when the CLI starts
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.svm import OneClassSVM
+
         x = features.detach().cpu().double().numpy()
         c = classes.detach().cpu().numpy()
         d = x.shape[1]

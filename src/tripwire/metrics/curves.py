@@ -5,9 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
-from sklearn.metrics import average_precision_score
-from sklearn.metrics import roc_curve as _sk_roc_curve
 
 from tripwire.metrics._checks import _pair
 
@@ -23,6 +20,8 @@ def auroc(id_scores: Any, anomaly_scores: Any) -> float:
         >>> auroc([0.1, 0.2], [0.3, 0.2])
         0.875
     """
+    from scipy.stats import rankdata  # scipy and scikit-learn load slowly: imported where used
+
     id_s, an_s = _pair(id_scores, anomaly_scores)
     ranks = rankdata(np.concatenate([id_s, an_s]))  # average ranks handle ties
     n_id, n_an = id_s.size, an_s.size
@@ -39,6 +38,8 @@ def aupr_out(id_scores: Any, anomaly_scores: Any) -> float:
         >>> aupr_out([0.1, 0.2], [0.3, 0.4])
         1.0
     """
+    from sklearn.metrics import average_precision_score
+
     id_s, an_s = _pair(id_scores, anomaly_scores)
     y = np.r_[np.zeros(id_s.size), np.ones(an_s.size)]
     return float(average_precision_score(y, np.r_[id_s, an_s]))
@@ -53,6 +54,8 @@ def aupr_in(id_scores: Any, anomaly_scores: Any) -> float:
         >>> aupr_in([0.1, 0.2], [0.3, 0.4])
         1.0
     """
+    from sklearn.metrics import average_precision_score
+
     id_s, an_s = _pair(id_scores, anomaly_scores)
     y = np.r_[np.ones(id_s.size), np.zeros(an_s.size)]
     return float(average_precision_score(y, -np.r_[id_s, an_s]))
@@ -70,7 +73,9 @@ def roc_curve(
         >>> float(np.trapezoid(tpr, fpr))
         1.0
     """
+    from sklearn.metrics import roc_curve as sklearn_roc_curve
+
     id_s, an_s = _pair(id_scores, anomaly_scores)
     y = np.r_[np.zeros(id_s.size), np.ones(an_s.size)]
-    fpr, tpr, thr = _sk_roc_curve(y, np.r_[id_s, an_s], drop_intermediate=drop_intermediate)
+    fpr, tpr, thr = sklearn_roc_curve(y, np.r_[id_s, an_s], drop_intermediate=drop_intermediate)
     return fpr, tpr, thr
