@@ -8,6 +8,7 @@ import torch
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 
+from tiny_world import trained_world
 from tripwire.data.base import ImageSet
 from tripwire.detectors import UniformDetector
 from tripwire.detectors.ocsvm import ClassConditionalOCSVM
@@ -57,6 +58,20 @@ def test_class_with_too_few_samples_is_left_unfitted() -> None:
         top = bank.score(x, unfitted, log)
         assert torch.isfinite(top).all()
         assert (top >= bank.score(x, torch.zeros(30, dtype=torch.long), log).max()).all()
+
+
+def test_inputs_of_a_class_too_rare_to_fit_score_as_the_least_typical_id_input() -> None:
+    model, train, val = trained_world()
+    with torch.no_grad():
+        pred = model(train.as_float()).argmax(1)
+    rare = torch.nonzero(pred == 2).flatten()
+    keep = torch.cat([torch.nonzero(pred != 2).flatten(), rare[:4]])  # 4 < 5: class 2 unfitted
+    fit_set = ImageSet("no-class-2", train.images[keep], train.labels[keep])
+    det = UniformDetector(layer="relu1", holdout_fraction=0.2).fit(model, fit_set)
+    assert det.svm_logit_.fitted.tolist() == [True, True, False]
+    scores, predicted = det.score_and_predict(model, val)
+    # min–max constants of the fitted classes: f = 0 maps to ≥ 1 in each bank (it mapped to 0)
+    assert bool((predicted == 2).any()) and float(scores[predicted == 2].min()) >= 1.0
 
 
 def test_proxies_stay_in_range_and_are_seeded() -> None:

@@ -126,7 +126,8 @@ class UniformDetector(Detector):
 
     def _fit_normalisation(self, raw: torch.Tensor, pred: torch.Tensor) -> None:
         """Min–max constants per class and layer from held-out ID raw scores."""
-        self.low_, self.high_ = _per_class_min_max(raw, pred, self.num_classes_)
+        fitted = self.svm_mdl_.fitted & self.svm_logit_.fitted
+        self.low_, self.high_ = _per_class_min_max(raw, pred, self.num_classes_, fitted)
 
     def _choose_layer(
         self, model: nn.Module, fit_set: ImageSet, held_set: ImageSet, anomalies: ImageSet | None
@@ -261,14 +262,23 @@ def _subsample_per_class(pred: torch.Tensor, k: int, cap: int | None, seed: int)
 
 
 def _per_class_min_max(
-    raw: torch.Tensor, pred: torch.Tensor, k: int
+    raw: torch.Tensor, pred: torch.Tensor, k: int, fitted: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per class and layer, min and max of the raw scores (global ones for unseen classes)."""
-    low = raw.amin(dim=0).repeat(k, 1)
-    high = raw.amax(dim=0).repeat(k, 1)
+    """Per class and layer, min and max of the raw scores.
+
+    Classes with fewer than 2 scores, and classes whose SVMs were not `fitted` (all their raw
+    scores are the maximum, so their own range would be empty and would map them to 0), take the
+    min and max over the inputs of the fitted classes: their inputs then score ≥ 1, as anomalous
+    as the least typical ID input.
+    """
+    usable = torch.ones(k, dtype=torch.bool) if fitted is None else fitted.cpu()
+    known = usable[pred.cpu()]
+    reference = raw[known] if bool(known.any()) else raw
+    low = reference.amin(dim=0).repeat(k, 1)
+    high = reference.amax(dim=0).repeat(k, 1)
     for c in range(k):
         rc = raw[pred == c]
-        if len(rc) >= 2:
+        if len(rc) >= 2 and usable[c]:
             low[c], high[c] = rc.amin(dim=0), rc.amax(dim=0)
     high = torch.maximum(high, low + 1e-12)
     return low, high
