@@ -140,3 +140,13 @@ def test_cli_starts_without_loading_scikit_learn_or_scipy() -> None:
     """They take ≈ 1 s to import; commands that need them import them where used."""
     probe = "import sys, tripwire.cli; sys.exit(bool({'sklearn', 'scipy'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", probe]).returncode == 0
+
+
+def test_help_paragraphs_reflow_to_the_terminal_width() -> None:
+    result = runner.invoke(app, ["score", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    # one docstring paragraph spans three source lines; it must print as one line here
+    assert any(
+        "a model with other weights than the detector was fitted on is refused" in line
+        for line in result.output.splitlines()
+    )

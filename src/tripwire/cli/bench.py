@@ -41,7 +41,7 @@ def bench_command(
 ) -> None:
     """Run a benchmark suite and write results.json, report.md and report.html.
 
-    Interrupted runs resume: rows already in <out>/results.jsonl are not recomputed.
+    Interrupted runs resume: rows already in `OUT/results.jsonl` are not recomputed.
     """
     from tripwire.bench import get_suite, run_suite, write_report
 
