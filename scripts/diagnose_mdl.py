@@ -72,7 +72,10 @@ def main() -> None:
         f"{len(fit_x)} training images, ID side {len(held_x)} test images; load "
         f"{os.getloadavg()[0]:.1f}\n"
     )
-    print(f"Ranked on the proxies, as `layer='auto'` does: **{chosen}**.")
+    print(
+        f"Ranked on the proxies as `layer='auto'` ranks (here made from the ID test images; the "
+        f"detector makes them from held-out training images): **{chosen}**."
+    )
     for name in args.sets:
         top = max(layers, key=lambda layer: choice.per_set[layer][name])
         print(f"Best layer on {name} (test set; diagnostic only): **{top}**.")

@@ -13,7 +13,7 @@ import pytest
 from tripwire.bench.runner import merge_summaries, run_suite
 from tripwire.bench.suites import get_suite
 from tripwire.errors import InvalidInputError
-from tripwire.paths import exclusive_lock
+from tripwire.locking import exclusive_lock
 
 
 def test_merge_summaries_weights_means_by_successes() -> None:
@@ -42,7 +42,7 @@ def test_a_second_run_into_the_same_folder_stops_at_once(tmp_path: Path) -> None
             run_suite(get_suite("mnist-lenet"), tmp_path, seeds=(0,), detectors=["msp"])
         # another process sees the lock too (flock locks belong to the open file)
         probe = (
-            "import sys; from tripwire.paths import exclusive_lock\n"
+            "import sys; from tripwire.locking import exclusive_lock\n"
             f"with exclusive_lock({str(tmp_path / '.lock')!r}, wait=False) as held:\n"
             "    sys.exit(0 if held else 3)"
         )

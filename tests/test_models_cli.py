@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
 from tripwire.cli import app
+from tripwire.locking import exclusive_lock
 from tripwire.models import read_card
 from tripwire.models.checkpoint import TrainingState, save_checkpoint
-from tripwire.models.zoo import CHECKPOINT_DIR, model_dir
+from tripwire.models.zoo import (
+    CHECKPOINT_DIR,
+    TrainingInProgressError,
+    _run_lock_path,
+    model_dir,
+    train_model,
+)
 
 runner = CliRunner()
 
@@ -43,7 +51,7 @@ def test_train_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
     assert "known models" in str(result.exception)
 
 
-def test_models_list_shows_a_training_run_in_progress(tmp_path: Path) -> None:
+def test_models_list_tells_a_running_training_from_an_interrupted_one(tmp_path: Path) -> None:
     model = torch.nn.Linear(2, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     save_checkpoint(
@@ -54,9 +62,16 @@ def test_models_list_shows_a_training_run_in_progress(tmp_path: Path) -> None:
         generator=torch.Generator().manual_seed(0),
         state=TrainingState(1, [{"epoch": 1, "test_accuracy": 0.5}], 3.0, {"epochs": 4}),
     )
-    listed = runner.invoke(
-        app, ["models", "list", "--cache-dir", str(tmp_path)], env={"COLUMNS": "200"}
-    )
-    assert listed.exit_code == 0, listed.output
-    row = next(line for line in listed.output.splitlines() if "cnn-digits8" in line)
-    assert "training: epoch 1/4" in row and "50.00% so far" in row
+
+    def row() -> str:
+        listed = runner.invoke(
+            app, ["models", "list", "--cache-dir", str(tmp_path)], env={"COLUMNS": "200"}
+        )
+        assert listed.exit_code == 0, listed.output
+        return next(line for line in listed.output.splitlines() if "cnn-digits8" in line)
+
+    assert "interrupted after epoch 1/4" in row() and "50.00% so far" in row()
+    with exclusive_lock(_run_lock_path("cnn-digits8", 0, tmp_path)):  # as a running train holds
+        assert "training: epoch 1/4" in row()
+        with pytest.raises(TrainingInProgressError, match="being trained by another process"):
+            train_model("cnn-digits8", cache_dir=tmp_path, progress=False)

@@ -13,7 +13,7 @@ from tripwire.data.base import ImageSet
 from tripwire.detectors import UniformDetector
 from tripwire.detectors.ocsvm import ClassConditionalOCSVM
 from tripwire.detectors.proxies import PROXIES, make_proxies
-from tripwire.detectors.uniform import transductive_scores
+from tripwire.detectors.uniform import _per_class_min_max, transductive_scores
 
 
 def test_torch_ocsvm_equals_sklearn_score_samples() -> None:
@@ -72,6 +72,16 @@ def test_inputs_of_a_class_too_rare_to_fit_score_as_the_least_typical_id_input()
     scores, predicted = det.score_and_predict(model, val)
     # min–max constants of the fitted classes: f = 0 maps to ≥ 1 in each bank (it mapped to 0)
     assert bool((predicted == 2).any()) and float(scores[predicted == 2].min()) >= 1.0
+
+
+def test_min_max_constants_of_an_unfitted_class_are_the_fitted_classes() -> None:
+    raw = torch.tensor([[-3.0, -2.0], [-1.0, -1.5], [-2.0, -4.0], [0.0, 0.0], [0.0, 0.0]])
+    pred = torch.tensor([0, 0, 1, 2, 2])  # class 2 unfitted: its raw scores are the maximum, 0
+    low, high = _per_class_min_max(raw, pred, 3, torch.tensor([True, True, False]))
+    torch.testing.assert_close(low[2], torch.tensor([-3.0, -4.0]))
+    torch.testing.assert_close(high[2], torch.tensor([-1.0, -1.5]))
+    normed = (raw[3] - low[2]) / (high[2] - low[2])
+    assert bool((normed > 1).all())  # as anomalous as the least typical fitted input, or more
 
 
 def test_proxies_stay_in_range_and_are_seeded() -> None:

@@ -1,13 +1,10 @@
-"""Where tripwire looks for data and keeps its cache (trained models, generated anomalies), the
-digest that checks a file there is the one expected, and the lock that keeps two processes from
-writing the same folder."""
+"""Where tripwire looks for data and keeps its cache (trained models, generated anomalies), and
+the digest that checks a file there is the one expected."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 DATA_ENV = "TRIPWIRE_DATA"
@@ -41,30 +38,3 @@ def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-@contextlib.contextmanager
-def exclusive_lock(path: str | Path, wait: bool = True) -> Iterator[bool]:
-    """Hold an exclusive lock on the file `path` (POSIX ``flock``; created if missing).
-
-    With ``wait=False`` it does not block: the context yields False when another process holds
-    the lock (the caller then refuses to go on), True when this one has it. Where ``fcntl`` is
-    missing (not POSIX) nothing is locked and it yields True.
-    """
-    try:
-        import fcntl
-    except ImportError:
-        yield True
-        return
-    lock = Path(path)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

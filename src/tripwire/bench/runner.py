@@ -35,9 +35,9 @@ from tripwire.data.transforms import conform
 from tripwire.detectors import create_detector, get_detector_class, list_detectors
 from tripwire.detectors.uniform import UniformDetector, transductive_scores
 from tripwire.errors import InvalidInputError, TripwireError
+from tripwire.locking import exclusive_lock
 from tripwire.models.info import model_info
 from tripwire.models.zoo import list_models, load_model
-from tripwire.paths import exclusive_lock
 from tripwire.progress import track
 
 logger = logging.getLogger(__name__)

@@ -23,6 +23,7 @@ from tripwire.models.zoo import (
     recipe_matches,
     store_model,
     train_model,
+    training_in_progress,
 )
 from tripwire.paths import cache_dir as resolve_cache_dir
 from tripwire.progress import progress_enabled
@@ -141,9 +142,9 @@ _STORED_DIR = typer.Option(
 
 
 def _status(name: str, seed: int, cache_dir: Path | None) -> tuple[str, str]:
-    """("stored"/"yes"/"no"/"training: epoch e/E"/"corrupt …", accuracy) of a zoo model: the
-    package's stored weights first, as `load_model` uses them; a run in progress by its last
-    checkpoint."""
+    """("stored"/"yes"/"no"/"training: epoch e/E"/"interrupted …"/"corrupt …", accuracy) of a zoo
+    model: the package's stored weights first, as `load_model` uses them; an unfinished run by its
+    last checkpoint (training if a process holds its run lock, else interrupted)."""
     try:
         card = read_stored_card(name, seed)
         where = "stored"
@@ -156,8 +157,10 @@ def _status(name: str, seed: int, cache_dir: Path | None) -> tuple[str, str]:
         if progress is None or not progress.history:
             return "[yellow]no[/]", ""
         epochs = progress.config.get("epochs", "?")
-        accuracy = progress.history[-1]["test_accuracy"]
-        return f"[yellow]training: epoch {progress.epoch}/{epochs}[/]", f"{accuracy:.2%} so far"
+        accuracy = f"{progress.history[-1]['test_accuracy']:.2%} so far"
+        if training_in_progress(name, seed, cache_dir):
+            return f"[yellow]training: epoch {progress.epoch}/{epochs}[/]", accuracy
+        return f"[yellow]interrupted after epoch {progress.epoch}/{epochs}[/] (resumes)", accuracy
     stale = "" if recipe_matches(card) else " (older recipe)"
     return f"[green]{where}[/]{stale}", f"{card['test_accuracy']:.2%}"
 

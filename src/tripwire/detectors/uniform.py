@@ -121,8 +121,8 @@ class UniformDetector(Detector):
         self._fit_normalisation(raw, held_pred)
 
     def fit_summary(self) -> dict[str, str]:
-        """The MDL that was used (chosen by `fit` when ``layer="auto"``)."""
-        return {"layer": self.layer_}
+        """The MDL that `fit` chose (``layer="auto"``); {} when the layer was given."""
+        return {"layer": self.layer_} if self.layer == "auto" else {}
 
     def _fit_normalisation(self, raw: torch.Tensor, pred: torch.Tensor) -> None:
         """Min–max constants per class and layer from held-out ID raw scores."""
@@ -295,7 +295,8 @@ def transductive_scores(
     and `pred` of all inputs being evaluated, ID and anomalies together, from `raw_scores`), as
     the authors' code did. This uses the test set to normalise and is not a deployable detector.
     """
-    low, high = _per_class_min_max(raw, pred, detector.num_classes_)
+    fitted = detector.svm_mdl_.fitted & detector.svm_logit_.fitted
+    low, high = _per_class_min_max(raw, pred, detector.num_classes_, fitted)
     normed = (raw - low[pred]) / (high[pred] - low[pred])
     betas = torch.tensor(list(detector.betas), dtype=normed.dtype)
     return normed @ betas

@@ -126,15 +126,15 @@ class UniformPlusDetector(UniformDetector):
 
     def _fit_normalisation(self, raw: torch.Tensor, pred: torch.Tensor) -> None:
         """Per class and component: median and `tail` quantile of held-out ID raw scores (classes
-        with fewer than 20 take those of all classes whose SVMs were fitted)."""
+        with fewer than 20, or whose SVMs were not fitted, take those of all fitted classes)."""
         k = self.num_classes_
-        fitted = (self.svm_mdl_.fitted & self.svm_logit_.fitted)[pred]
-        informative = raw[fitted] if bool(fitted.any()) else raw
+        fitted = self.svm_mdl_.fitted & self.svm_logit_.fitted
+        informative = raw[fitted[pred]] if bool(fitted[pred].any()) else raw
         center = informative.median(dim=0).values.repeat(k, 1)
         tail = informative.quantile(self.tail, dim=0).repeat(k, 1)
         for c in range(k):
             rc = raw[pred == c]
-            if len(rc) >= 20:
+            if len(rc) >= 20 and fitted[c]:
                 center[c], tail[c] = rc.median(dim=0).values, rc.quantile(self.tail, dim=0)
         self.center_ = center
         self.scale_ = (tail - center).clamp_min(1e-12)

@@ -18,6 +18,7 @@ from tripwire.models.weights import load_weights, save_weights
 from tripwire.models.zoo import (
     ModelNotTrainedError,
     Recipe,
+    TrainingInProgressError,
     UnknownModelError,
     get_recipe,
     list_models,
@@ -27,6 +28,7 @@ from tripwire.models.zoo import (
     recipe_matches,
     register_recipe,
     train_model,
+    training_in_progress,
     training_split,
 )
 
@@ -40,6 +42,7 @@ __all__ = [
     "ResNetCifar",
     "SmallCNN",
     "TrainResult",
+    "TrainingInProgressError",
     "UnknownModelError",
     "VGG16Cifar",
     "evaluate_accuracy",
@@ -56,6 +59,7 @@ __all__ = [
     "save_weights",
     "train_classifier",
     "train_model",
+    "training_in_progress",
     "training_split",
     "weights_digest",
 ]

@@ -28,6 +28,7 @@ from torch import nn
 
 from tripwire.data.base import ImageSet, load_source
 from tripwire.errors import FormatError, ModelMismatchError, TripwireError
+from tripwire.locking import exclusive_lock, is_locked
 from tripwire.models.digest import weights_digest
 from tripwire.models.lenet import LeNet5
 from tripwire.models.resnet_cifar import ResNetCifar
@@ -37,7 +38,6 @@ from tripwire.models.training import train_classifier
 from tripwire.models.vgg_cifar import VGG16Cifar
 from tripwire.models.weights import load_weights, save_weights
 from tripwire.paths import cache_dir as resolve_cache_dir
-from tripwire.paths import exclusive_lock
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,10 @@ class UnknownModelError(TripwireError, KeyError):
 
 class ModelNotTrainedError(TripwireError):
     """The zoo model is not in the cache and training was not allowed."""
+
+
+class TrainingInProgressError(TripwireError):
+    """Another process is training the same zoo model (same name and seed) right now."""
 
 
 @dataclass(frozen=True)
@@ -417,6 +421,47 @@ def train_model(
         >>> card["test_accuracy"] > 0.95  # doctest: +SKIP
         True
     """
+    with exclusive_lock(_run_lock_path(name, seed, cache_dir), wait=False) as held:
+        if not held:
+            raise TrainingInProgressError(
+                f"{name} (seed {seed}) is being trained by another process (its checkpoint is "
+                f"in {model_dir(name, seed, cache_dir) / CHECKPOINT_DIR}); wait for it to finish"
+            )
+        return _train_model(
+            name,
+            seed=seed,
+            epochs=epochs,
+            data_dir=data_dir,
+            cache_dir=cache_dir,
+            progress=progress,
+            resume=resume,
+            outlier_set=outlier_set,
+        )
+
+
+def training_in_progress(name: str, seed: int = 0, cache_dir: str | Path | None = None) -> bool:
+    """True while a process is training zoo model `name` (seed `seed`) with `train_model`."""
+    return is_locked(_run_lock_path(name, seed, cache_dir))
+
+
+def _run_lock_path(name: str, seed: int, cache_dir: str | Path | None) -> Path:
+    """``<cache>/models/<name>-seed<seed>.training.lock``: held by the process training it."""
+    folder = model_dir(name, seed, cache_dir)
+    return folder.with_name(folder.name + ".training.lock")
+
+
+def _train_model(
+    name: str,
+    *,
+    seed: int,
+    epochs: int | None,
+    data_dir: str | Path | None,
+    cache_dir: str | Path | None,
+    progress: bool,
+    resume: bool,
+    outlier_set: str | Path | None,
+) -> tuple[nn.Module, dict]:
+    """`train_model` once the run lock is held."""
     recipe = get_recipe(name)
     train_set, _ = training_split(name, data_dir)
     test_set = load_source(recipe.source, "test", data_dir)
