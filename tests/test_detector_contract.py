@@ -210,6 +210,16 @@ def test_class_thresholds_use_the_conformal_rank() -> None:
     assert few.item() == 100.0  # ⌈28 · 0.95⌉ = 27 = n: the largest
 
 
+def test_unmodelled_classes_take_the_threshold_of_the_others() -> None:
+    # class 1 was not modelled: its 30 calibration inputs all share the maximal score 1e9
+    scores = torch.cat([torch.arange(1, 101, dtype=torch.float64), torch.full((30,), 1e9)])
+    predicted = torch.cat([torch.zeros(100, dtype=torch.int64), torch.ones(30, dtype=torch.int64)])
+    plain = class_thresholds(scores, predicted, 2, tpr=0.9)
+    assert plain.tolist() == [91.0, 1e9]  # its own rule: τ = 1e9, so with `>` never flagged
+    taus = class_thresholds(scores, predicted, 2, tpr=0.9, unmodelled=torch.tensor([False, True]))
+    assert taus.tolist() == [91.0, 91.0]  # the rule over class 0's scores: all of class 1 flagged
+
+
 def test_class_thresholds_cover_new_id_inputs_at_least_tpr() -> None:
     g = torch.Generator().manual_seed(0)
     covered = []

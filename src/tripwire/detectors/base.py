@@ -87,7 +87,12 @@ def check_images(x: object, image_shape: tuple[int, ...] | None = None) -> torch
 
 
 def class_thresholds(
-    scores: torch.Tensor, predicted: torch.Tensor, num_classes: int, tpr: float, min_count: int = 20
+    scores: torch.Tensor,
+    predicted: torch.Tensor,
+    num_classes: int,
+    tpr: float,
+    min_count: int = 20,
+    unmodelled: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-class thresholds τ_c accepting a fraction `tpr` of the ID inputs predicted as c.
 
@@ -96,15 +101,19 @@ def class_thresholds(
     exchangeable with them scores ≤ τ_c with probability ≥ `tpr`. (The plain empirical quantile
     accepts only about n·tpr / (n + 1) of new inputs — 7 % flagged instead of 5 % with 27
     calibration images.) Where ⌈(n + 1)·tpr⌉ > n the largest score is used. Classes with fewer
-    than `min_count` ID inputs use the rule over all scores.
+    than `min_count` ID inputs use the rule over all scores; classes marked `unmodelled` (K,
+    bool: the detector learned nothing of them, so their inputs all share one score) use it over
+    the scores of the other classes.
     """
     s = scores.double().numpy()
     p = predicted.numpy()
-    overall = _conformal_quantile(s, tpr)
+    skip = np.zeros(num_classes, dtype=bool) if unmodelled is None else unmodelled.cpu().numpy()
+    modelled = ~skip[p]
+    overall = _conformal_quantile(s[modelled] if modelled.any() else s, tpr)
     taus = np.full(num_classes, overall)
     for c in range(num_classes):
         sc = s[p == c]
-        if len(sc) >= min_count:
+        if len(sc) >= min_count and not skip[c]:
             taus[c] = _conformal_quantile(sc, tpr)
     return torch.from_numpy(taus)
 
@@ -164,6 +173,10 @@ class Detector(ABC):
             self._fit(model, data, anomaly_set)
         self.fitted_ = True
         return self
+
+    def _unmodelled_classes(self) -> torch.Tensor | None:
+        """(K,) bool: classes the fit learned nothing of (too few inputs), or None for none."""
+        return None
 
     def fit_summary(self) -> dict[str, str]:
         """What `fit` chose on its own (e.g. the uniform detector's MDL), for reports; {} for
@@ -234,7 +247,9 @@ class Detector(ABC):
         if not 0.0 < tpr < 1.0:
             raise ValueError(f"tpr must be in (0, 1), got {tpr}")
         scores, predicted = self.score_and_predict(model, id_val)
-        self.thresholds_ = class_thresholds(scores, predicted, self.num_classes_, tpr)
+        self.thresholds_ = class_thresholds(
+            scores, predicted, self.num_classes_, tpr, unmodelled=self._unmodelled_classes()
+        )
         self.calibration_tpr_ = tpr
         return self
 

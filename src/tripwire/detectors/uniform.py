@@ -120,6 +120,10 @@ class UniformDetector(Detector):
         raw, held_pred = self.raw_scores_of(model, held_set)
         self._fit_normalisation(raw, held_pred)
 
+    def _unmodelled_classes(self) -> torch.Tensor:
+        """Classes whose SVMs were not fitted (fewer than 5 inputs predicted as them)."""
+        return ~(self.svm_mdl_.fitted & self.svm_logit_.fitted)
+
     def fit_summary(self) -> dict[str, str]:
         """The MDL that `fit` chose (``layer="auto"``); {} when the layer was given."""
         return {"layer": self.layer_} if self.layer == "auto" else {}
