@@ -115,6 +115,7 @@ def test_odin_chooses_epsilon_from_the_grid(world, selection: str) -> None:
     assert set(det.criterion_) == {repr(e) for e in grid}
     best = max(det.criterion_.values())
     assert det.criterion_[repr(det.epsilon_)] >= best - 1e-3
+    assert det.fit_summary() == {"epsilon": f"{det.epsilon_:g}"}  # shown in bench reports
 
 
 def test_odin_uses_given_validation_anomalies(world) -> None:
@@ -185,6 +186,8 @@ def test_mahalanobis_preprocessing_lowers_id_distances(world) -> None:
     auto = MahalanobisDetector(epsilon="auto", epsilons=(0.0, 0.005), validation_size=100)
     auto.fit(model, train)
     assert auto.epsilon_ in (0.0, 0.005) and len(auto.criterion_) == 2
+    assert auto.fit_summary() == {"epsilon": f"{auto.epsilon_:g}"}
+    assert MahalanobisDetector(epsilon=0.005).fit(model, train).fit_summary() == {}
 
 
 def test_mahalanobis_bad_params_raise(world) -> None:

@@ -271,6 +271,10 @@ class MahalanobisDetector(Detector):
             "criterion": self.criterion_,
         }
 
+    def fit_summary(self) -> dict[str, str]:
+        """The input-step size ε that `fit` chose (``epsilon="auto"``); {} when it was given."""
+        return {"epsilon": f"{self.epsilon_:g}"} if self.epsilon == "auto" else {}
+
     def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         self.layers_ = [str(n) for n in meta["layers"]]
         self.combine_ = str(meta["combine"])

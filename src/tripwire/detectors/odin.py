@@ -143,6 +143,10 @@ class ODINDetector(Detector):
     def _score_batch(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return odin_score(model, x, self.temperature, self.epsilon_)
 
+    def fit_summary(self) -> dict[str, str]:
+        """The input-step size ε that `fit` chose (``epsilon=None``); {} when it was given."""
+        return {"epsilon": f"{self.epsilon_:g}"} if self.epsilon is None else {}
+
     def _state_meta(self) -> dict[str, Any]:
         return {"epsilon": self.epsilon_, "criterion": self.criterion_}
 
