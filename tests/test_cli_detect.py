@@ -150,3 +150,20 @@ def test_help_paragraphs_reflow_to_the_terminal_width() -> None:
         "a model with other weights than the detector was fitted on is refused" in line
         for line in result.output.splitlines()
     )
+
+
+def test_layer_choice_table_of_many_candidates_shows_the_best_and_the_chosen() -> None:
+    from rich.console import Console
+
+    from tripwire.cli.detect import _layer_choice_table
+
+    criterion = {f"layer{i}": i / 200 for i in range(131)}  # layer130 best
+    console = Console(width=200, record=True)
+    console.print(_layer_choice_table(criterion, chosen="layer3"))
+    text = console.export_text()
+    assert "the best 11 of 131 candidates" in " ".join(text.split())  # the title wraps
+    assert "layer130" in text and "layer121" in text and "layer120 " not in text
+    assert "layer3 " in text and "← chosen" in text
+    few = Console(width=200, record=True)
+    few.print(_layer_choice_table({"conv1": 0.9, "relu1": 0.95}, chosen="relu1"))
+    assert "candidates" not in few.export_text()  # all shown

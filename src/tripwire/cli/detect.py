@@ -111,13 +111,24 @@ def fit_command(
     )
     choice = getattr(det, "layer_choice_", None)
     if choice is not None:
-        table = Table(title="layer choice (mean AUROC against validation anomalies, no test sets)")
-        table.add_column("layer")
-        table.add_column("criterion", justify="right")
-        for layer, value in choice.criterion.items():
-            mark = " ← chosen" if layer == choice.layer else ""
-            table.add_row(layer, f"{100 * value:.2f}{mark}")
-        console.print(table)
+        console.print(_layer_choice_table(choice.criterion, choice.layer))
+
+
+def _layer_choice_table(criterion: dict[str, float], chosen: str, top: int = 10) -> Table:
+    """The candidate layers in model order with their criterion; of many (a ResNet has 131),
+    only the `top` best and the chosen one."""
+    best = set(sorted(criterion, key=criterion.__getitem__, reverse=True)[:top]) | {chosen}
+    shown = [layer for layer in criterion if layer in best]
+    title = "layer choice (mean AUROC against validation anomalies, no test sets)"
+    if len(shown) < len(criterion):
+        title += f"; the best {len(shown)} of {len(criterion)} candidates"
+    table = Table(title=title)
+    table.add_column("layer")
+    table.add_column("criterion", justify="right")
+    for layer in shown:
+        mark = " ← chosen" if layer == chosen else ""
+        table.add_row(layer, f"{100 * criterion[layer]:.2f}{mark}")
+    return table
 
 
 @app.command("score")
