@@ -58,9 +58,13 @@ def test_score_writes_one_row_per_image(fitted: Path, tmp_path: Path) -> None:
     noise = np.random.default_rng(0).integers(0, 256, (50, 8, 8), dtype=np.uint8)
     src = _npz(tmp_path / "x.npz", np.concatenate([digits, noise]))
     out = tmp_path / "scores.csv"
-    result = runner.invoke(
-        app, ["score", "--detector", str(fitted), "--input", str(src), "--out", str(out)]
-    )
+    threads = torch.get_num_threads()
+    try:
+        args = ["score", "--detector", str(fitted), "--input", str(src), "--out", str(out)]
+        result = runner.invoke(app, [*args, "--threads", "1"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0]) == ["index", "predicted_class", "score", "is_anomaly"]

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tripwire.cli import app
-from tripwire.cli.options import CACHE_DIR, DATA_DIR, PARAM, parse_params
+from tripwire.cli.options import CACHE_DIR, DATA_DIR, PARAM, THREADS, parse_params, set_threads
 from tripwire.data import load_source
 from tripwire.data.base import ImageSet
 from tripwire.data.transforms import conform
@@ -73,8 +73,10 @@ def fit_command(
     seed: int = typer.Option(0, help="Seed of the calibration split (and the zoo model copy)."),
     data_dir: Path | None = DATA_DIR,
     cache_dir: Path | None = CACHE_DIR,
+    threads: int | None = THREADS,
 ) -> None:
     """Fit a detector for a model on in-distribution data, calibrate its thresholds, save it."""
+    set_threads(threads)
     ref = ModelReference(model, None if weights is None else str(weights), seed)
     net = ref.load(data_dir, cache_dir)
     calib_set = None
@@ -141,6 +143,7 @@ def score_command(
     batch_size: int = typer.Option(256, help="Images per forward pass."),
     data_dir: Path | None = DATA_DIR,
     cache_dir: Path | None = CACHE_DIR,
+    threads: int | None = THREADS,
 ) -> None:
     """Score images with a fitted detector; write one CSV row per image.
 
@@ -148,6 +151,7 @@ def score_command(
     weights than the detector was fitted on is refused. Bad input: a message, exit code 2, and
     no output file.
     """
+    set_threads(threads)
     from tripwire.guard import Guard
 
     det = Detector.load(detector)
