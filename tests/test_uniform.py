@@ -8,7 +8,7 @@ import torch
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 
-from tiny_world import trained_world
+from tiny_world import trained_world, with_a_rare_class
 from tripwire.data.base import ImageSet
 from tripwire.detectors import UniformDetector
 from tripwire.detectors.ocsvm import ClassConditionalOCSVM
@@ -62,11 +62,7 @@ def test_class_with_too_few_samples_is_left_unfitted() -> None:
 
 def test_inputs_of_a_class_too_rare_to_fit_score_as_the_least_typical_id_input() -> None:
     model, train, val = trained_world()
-    with torch.no_grad():
-        pred = model(train.as_float()).argmax(1)
-    rare = torch.nonzero(pred == 2).flatten()
-    keep = torch.cat([torch.nonzero(pred != 2).flatten(), rare[:4]])  # 4 < 5: class 2 unfitted
-    fit_set = ImageSet("no-class-2", train.images[keep], train.labels[keep])
+    fit_set = with_a_rare_class(model, train, rare=2)  # 4 images < 5: class 2 unfitted
     det = UniformDetector(layer="relu1", holdout_fraction=0.2).fit(model, fit_set)
     assert det.svm_logit_.fitted.tolist() == [True, True, False]
     scores, predicted = det.score_and_predict(model, val)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tiny_world import trained_world
-from tripwire.data.base import ImageSet
+from tiny_world import trained_world, with_a_rare_class
 from tripwire.detectors import UniformPlusDetector
 from tripwire.detectors.uniform_plus import neg_log_max_softmax, neg_logit_margin
 
@@ -57,11 +56,7 @@ def test_bad_parameters_are_refused(params, lenet_mnist, mnist_train) -> None:
 
 def test_inputs_of_a_class_too_rare_to_fit_score_highest_and_finite() -> None:
     model, train, val = trained_world()
-    with torch.no_grad():
-        pred = model(train.as_float()).argmax(1)
-    rare = torch.nonzero(pred == 2).flatten()
-    keep = torch.cat([torch.nonzero(pred != 2).flatten(), rare[:4]])  # 4 < 5: class 2 unfitted
-    fit_set = ImageSet("no-class-2", train.images[keep], train.labels[keep])
+    fit_set = with_a_rare_class(model, train, rare=2)  # 4 images < 5: class 2 unfitted
     det = UniformPlusDetector(layer="relu1", holdout_fraction=0.2).fit(model, fit_set)
     assert det.svm_mdl_.fitted.tolist() == [True, True, False]
     scores, predicted = det.score_and_predict(model, val)

@@ -73,3 +73,13 @@ def trained_world() -> tuple[TinyNet, ImageSet, ImageSet]:
         ImageSet("world-train", x[:700], y[:700]),
         ImageSet("world-val", x[700:], y[700:]),
     )
+
+
+def with_a_rare_class(model: nn.Module, data: ImageSet, rare: int = 2, keep: int = 4) -> ImageSet:
+    """`data` with all but `keep` of the images `model` predicts as class `rare` left out (4 by
+    default: fewer than the 5 a per-class SVM of the uniform detectors needs)."""
+    with torch.no_grad():
+        pred = model(data.as_float()).argmax(1)
+    kept = torch.cat([torch.nonzero(pred != rare).flatten(), torch.nonzero(pred == rare)[:keep, 0]])
+    labels = None if data.labels is None else data.labels[kept]
+    return ImageSet(f"{data.name}-rare-{rare}", data.images[kept], labels)
