@@ -130,7 +130,7 @@ class UniformDetector(Detector):
 
     def _fit_normalisation(self, raw: torch.Tensor, pred: torch.Tensor) -> None:
         """Min–max constants per class and layer from held-out ID raw scores."""
-        fitted = self.svm_mdl_.fitted & self.svm_logit_.fitted
+        fitted = ~self._unmodelled_classes()
         self.low_, self.high_ = _per_class_min_max(raw, pred, self.num_classes_, fitted)
 
     def _choose_layer(
@@ -299,7 +299,7 @@ def transductive_scores(
     and `pred` of all inputs being evaluated, ID and anomalies together, from `raw_scores`), as
     the authors' code did. This uses the test set to normalise and is not a deployable detector.
     """
-    fitted = detector.svm_mdl_.fitted & detector.svm_logit_.fitted
+    fitted = ~detector._unmodelled_classes()
     low, high = _per_class_min_max(raw, pred, detector.num_classes_, fitted)
     normed = (raw - low[pred]) / (high[pred] - low[pred])
     betas = torch.tensor(list(detector.betas), dtype=normed.dtype)

@@ -128,7 +128,7 @@ class UniformPlusDetector(UniformDetector):
         """Per class and component: median and `tail` quantile of held-out ID raw scores (classes
         with fewer than 20, or whose SVMs were not fitted, take those of all fitted classes)."""
         k = self.num_classes_
-        fitted = self.svm_mdl_.fitted & self.svm_logit_.fitted
+        fitted = ~self._unmodelled_classes()
         informative = raw[fitted[pred]] if bool(fitted[pred].any()) else raw
         center = informative.median(dim=0).values.repeat(k, 1)
         tail = informative.quantile(self.tail, dim=0).repeat(k, 1)
