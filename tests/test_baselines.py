@@ -265,6 +265,47 @@ def test_bu_equals_variance_under_the_stored_masks(world, kd_bu) -> None:
     torch.testing.assert_close(bu, expected, rtol=1e-6, atol=1e-9)
     assert kd_bu.uses_bu_ and masks.shape == (20, 16)
     assert 0.7 < float((masks > 0).float().mean()) < 0.9  # p = 0.2
+    assert kd_bu.mc_prefix_once_  # computed with the layers before `drop` run once
+
+
+def test_bu_runs_the_layers_before_the_first_dropout_once(world, kd_bu) -> None:
+    model, _, _, x, _ = world
+    rows = []
+    handle = model.conv1.register_forward_hook(lambda _m, i, _o: rows.append(len(i[0])))
+    try:
+        kd_bu.uncertainty(model, x[:40])
+    finally:
+        handle.remove()
+    assert rows == [40]  # not 20 passes × 40
+
+
+class _SkipAroundDropout(nn.Module):
+    """The tiny world's net with fc1's output added back after the dropout: a T·N-row batch
+    after the dropout meets the N-row skip, so its prefix cannot run once."""
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.base
+        h = b.relu3(b.fc1(b.flatten(b.relu2(b.conv2(b.pool1(b.relu1(b.conv1(x))))))))
+        return b.fc2(b.drop(h) + h)
+
+
+def test_bu_falls_back_to_whole_passes_around_a_skip_connection(world) -> None:
+    model, train, _, x, _ = world
+    skip = _SkipAroundDropout(model)
+    adv = fgsm(skip, train.as_float(), train.labels)
+    det = KDBUDetector(mc_passes=20).fit(skip, train, anomalies=adv)
+    assert det.uses_bu_ and not det.mc_prefix_once_
+    x = x[:40]
+    with torch.no_grad():
+        h = model.relu3(model.fc1(model.flatten(model.relu2(model.conv2(
+            model.pool1(model.relu1(model.conv1(x))))))))  # fmt: skip
+        masks = det.masks_["base.drop"]
+        probs = torch.stack([torch.softmax(model.fc2(h * m + h).double(), 1) for m in masks])
+    torch.testing.assert_close(det.uncertainty(skip, x), probs.var(0, unbiased=False).sum(1))
 
 
 def test_kd_bu_detects_fgsm_of_test_images(world, kd_bu) -> None:

@@ -15,7 +15,11 @@ logistic regression trained on clean vs adversarial (FGSM) inputs.
   The T dropout masks are drawn once at `fit` from the seed and reused for every input (T fixed
   "thinned" networks), so an input's score depends neither on its batch nor on global random
   state; masks are applied with forward hooks on the model's ``nn.Dropout*`` modules, the model's
-  train/eval mode is never changed.
+  train/eval mode is never changed. The layers before the first dropout layer are the same in
+  every pass, so they run once: that layer's hook copies its output T times (batch N → T·N) and
+  only the layers after it run T times (VGG-16: the fc head, instead of 50 whole forward passes).
+  `fit` checks this against T whole passes on two inputs; where it does not hold (e.g. a skip
+  connection around a dropout layer meets the N-row batch), T whole passes are run.
 * Fusion: features (−log KD, U), z-scored with ID statistics, logistic regression with ID = 0 and
   anomaly = 1 (``needs_anomalies``: FGSM of training images in the paper); the score is its
   log-odds (higher = more anomalous). The ID rows are a held-out split that did not enter the KD
@@ -203,6 +207,7 @@ class KDBUDetector(Detector):
             )
         self._store_support(z, labels)
         self._draw_masks(model, data.as_float(slice(0, 1)))
+        self.mc_prefix_once_ = self._prefix_runs_once_correctly(model, data.as_float(slice(0, 2)))
         device = model_device(model)
         id_x = held.take(self.max_fusion, seed=self.seed).as_float()
         anom_x = anomalies.take(self.max_fusion, seed=self.seed + 1).as_float()
@@ -323,7 +328,7 @@ class KDBUDetector(Detector):
             ]
             try:
                 with torch.no_grad():
-                    out = model(x.repeat(t, 1, 1, 1))
+                    out = model(x if self.mc_prefix_once_ else x.repeat(t, 1, 1, 1))
             finally:
                 for h in handles:
                     h.remove()
@@ -333,11 +338,28 @@ class KDBUDetector(Detector):
 
     def _mask_hook(self, name: str, start: int, t: int, n: int):  # type: ignore[no-untyped-def]
         def hook(_m: nn.Module, _i: object, out: torch.Tensor) -> torch.Tensor:
+            if out.shape[0] == n and t > 1:  # the first dropout layer: copy the prefix T times
+                out = out.repeat(t, *([1] * (out.dim() - 1)))
             mask = self.masks_[name][start : start + t].to(out.device, out.dtype)
             shaped = out.view(t, n, *out.shape[1:]) * mask.unsqueeze(1)
             return shaped.view(out.shape)
 
         return hook
+
+    def _prefix_runs_once_correctly(self, model: nn.Module, sample: torch.Tensor) -> bool:
+        """Whether running the layers before the first dropout layer once gives the BU of T whole
+        passes, on `sample` (see the module docstring)."""
+        if not self.mc_layers_:
+            return False
+        sample = sample.to(model_device(model))
+        self.mc_prefix_once_ = False
+        whole = self.uncertainty(model, sample)
+        self.mc_prefix_once_ = True
+        try:
+            once = self.uncertainty(model, sample)
+        except RuntimeError:
+            return False
+        return bool(torch.allclose(once, whole, rtol=1e-3, atol=1e-6))
 
     def _score_batch(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats, pred = self.raw_features(model, x)
@@ -355,11 +377,16 @@ class KDBUDetector(Detector):
         return out
 
     def _state_meta(self) -> dict[str, Any]:
-        return {"layer": self.layer_, "mc_layers": self.mc_layers_}
+        return {
+            "layer": self.layer_,
+            "mc_layers": self.mc_layers_,
+            "mc_prefix_once": self.mc_prefix_once_,
+        }
 
     def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         self.layer_ = str(meta["layer"])
         self.mc_layers_ = [str(n) for n in meta["mc_layers"]]
+        self.mc_prefix_once_ = bool(meta.get("mc_prefix_once", False))  # saved before: whole passes
         self.support_, self.counts_ = tensors["support"], tensors["counts"]
         self._density_cache = None
         self.fusion_ = LogisticFusion.from_tensors(tensors, "fusion")
