@@ -30,3 +30,4 @@ lint: setup
 bench-fast: setup
 	$(BIN)/tripwire --quiet bench --suite mnist-lenet --fast --model lenet-mnist --out results/fast
 	$(BIN)/tripwire --quiet bench --suite cifar10-resnet --fast --out results/fast-cifar10-resnet
+	$(BIN)/tripwire --quiet bench --suite cifar10-vgg16 --fast --out results/fast-cifar10-vgg16
