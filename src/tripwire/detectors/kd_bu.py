@@ -56,7 +56,8 @@ log = logging.getLogger(__name__)
 
 _DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 _CHANNEL_DROPOUTS = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
-_MC_CHUNK = 4096  # images per MC forward (passes × batch), bounding memory
+_MC_CHUNK = 4096  # images per MC forward (passes × batch) of whole passes, bounding memory
+_MC_ELEMENTS = 2**24  # elements at the dropout layers per MC forward when the prefix runs once
 _KD_ROWS = 2048  # rows per kernel matrix product (≤ 2048 × S float32), bounding memory
 _EXP_FLOOR = -80.0  # exp(−80) ≈ 1.8e-35, still a normal float32
 
@@ -235,6 +236,7 @@ class KDBUDetector(Detector):
     def _draw_masks(self, model: nn.Module, sample: torch.Tensor) -> None:
         self.mc_layers_ = mc_dropout_layers(model)
         self.masks_: dict[str, torch.Tensor] = {}
+        self.mc_row_elements_ = 0  # elements of the widest dropout layer's output, per input
         if not self.mc_layers_:
             log.warning(
                 "kd_bu: the model has no dropout layer with p > 0, so Bayesian uncertainty (BU) "
@@ -257,6 +259,7 @@ class KDBUDetector(Detector):
         finally:
             for h in handles:
                 h.remove()
+        self.mc_row_elements_ = max(math.prod(shapes[n]) for n in self.mc_layers_)
         g = torch.Generator().manual_seed(self.seed + 7)
         for name in self.mc_layers_:
             m = modules[name]
@@ -317,7 +320,10 @@ class KDBUDetector(Detector):
         if not self.mc_layers_:
             return torch.zeros(len(x), dtype=torch.float64, device=x.device)
         t_total = self.mc_passes
-        per_chunk = max(1, _MC_CHUNK // len(x))
+        if self.mc_prefix_once_:  # only the layers from the first dropout on see T·N rows
+            per_chunk = max(1, _MC_ELEMENTS // (len(x) * self.mc_row_elements_))
+        else:
+            per_chunk = max(1, _MC_CHUNK // len(x))
         probs = []
         modules = dict(model.named_modules())
         for start in range(0, t_total, per_chunk):
@@ -381,12 +387,14 @@ class KDBUDetector(Detector):
             "layer": self.layer_,
             "mc_layers": self.mc_layers_,
             "mc_prefix_once": self.mc_prefix_once_,
+            "mc_row_elements": self.mc_row_elements_,
         }
 
     def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         self.layer_ = str(meta["layer"])
         self.mc_layers_ = [str(n) for n in meta["mc_layers"]]
         self.mc_prefix_once_ = bool(meta.get("mc_prefix_once", False))  # saved before: whole passes
+        self.mc_row_elements_ = int(meta.get("mc_row_elements", 0))
         self.support_, self.counts_ = tensors["support"], tensors["counts"]
         self._density_cache = None
         self.fusion_ = LogisticFusion.from_tensors(tensors, "fusion")
