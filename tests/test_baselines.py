@@ -274,9 +274,15 @@ def test_bu_runs_the_layers_before_the_first_dropout_once(world, kd_bu) -> None:
     handle = model.conv1.register_forward_hook(lambda _m, i, _o: rows.append(len(i[0])))
     try:
         kd_bu.uncertainty(model, x[:40])
+        raw, pred = kd_bu.raw_features(model, x[:40])
     finally:
         handle.remove()
-    assert rows == [40]  # not 20 passes × 40
+    assert rows == [40, 40]  # BU, then KD and BU in one forward; not 20 passes × 40 each
+    whole = copy.deepcopy(kd_bu)
+    whole.mc_prefix_once_ = False
+    raw_whole, pred_whole = whole.raw_features(model, x[:40])
+    assert torch.equal(pred, pred_whole)
+    torch.testing.assert_close(raw, raw_whole, rtol=1e-5, atol=1e-7)
 
 
 class _SkipAroundDropout(nn.Module):

@@ -17,7 +17,8 @@ logistic regression trained on clean vs adversarial (FGSM) inputs.
   state; masks are applied with forward hooks on the model's ``nn.Dropout*`` modules, the model's
   train/eval mode is never changed. The layers before the first dropout layer are the same in
   every pass, so they run once: that layer's hook copies its output T times (batch N → T·N) and
-  only the layers after it run T times (VGG-16: the fc head, instead of 50 whole forward passes).
+  only the layers after it run T times (VGG-16: the fc head, instead of 50 whole forward passes),
+  with one more pass, every mask 1, that gives the KD features and the prediction.
   `fit` checks this against T whole passes on two inputs; where it does not hold (e.g. a skip
   connection around a dropout layer meets the N-row batch), T whole passes are run.
 * Fusion: features (−log KD, U), z-scored with ID statistics, logistic regression with ID = 0 and
@@ -134,6 +135,25 @@ def mc_dropout_layers(model: nn.Module) -> list[str]:
         for name, m in model.named_modules()
         if isinstance(m, _DROPOUTS) and float(getattr(m, "p", 0.0)) > 0
     ]
+
+
+def _sum_of_variances(probs: torch.Tensor) -> torch.Tensor:
+    """BU from the T passes' softmax outputs (T×N×K): Σ_k Var_t p_tk, per input."""
+    return probs.var(dim=0, unbiased=False).sum(dim=1)
+
+
+def _mask_hook(mask: torch.Tensor, n: int):  # type: ignore[no-untyped-def]
+    """A forward hook applying t = len(mask) dropout masks to a batch of t·n rows (pass-major);
+    given n rows (the first dropout layer when the prefix runs once), it copies them t times."""
+    t = len(mask)
+
+    def hook(_m: nn.Module, _i: object, out: torch.Tensor) -> torch.Tensor:
+        if out.shape[0] == n and t > 1:
+            out = out.repeat(t, *([1] * (out.dim() - 1)))
+        shaped = out.view(t, n, *out.shape[1:]) * mask.to(out.device, out.dtype).unsqueeze(1)
+        return shaped.view(out.shape)
+
+    return hook
 
 
 @register_detector
@@ -273,13 +293,17 @@ class KDBUDetector(Detector):
     # ------------------------------------------------------------------------------ scoring
     def raw_features(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 2) features (−log KD, BU) and the predicted classes, for a valid device batch."""
-        with torch.no_grad(), LayerTap(model, [self.layer_], "none") as tap:
-            logits = model(x)
+        if self.mc_prefix_once_:  # the clean pass rides in the same forward as the T passes
+            z, logits, probs = self._passes(model, x, clean=True)
+            bu = _sum_of_variances(probs)
+        else:
+            with torch.no_grad(), LayerTap(model, [self.layer_], "none") as tap:
+                logits = model(x)
+            z, bu = tap.outputs[self.layer_], self.uncertainty(model, x)
         pred = logits.argmax(dim=1)
-        z = tap.outputs[self.layer_]
         neg_kd = self.neg_log_kd(z, pred)
         neg_kd = torch.nan_to_num(neg_kd, posinf=torch.finfo(torch.float32).max)
-        return torch.stack([neg_kd, self.uncertainty(model, x)], dim=1), pred
+        return torch.stack([neg_kd, bu], dim=1), pred
 
     def neg_log_kd(self, z: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
         """−log KD of each row of `z` (N, D) under the KD set of its class `pred` (float64).
@@ -319,53 +343,61 @@ class KDBUDetector(Detector):
         """BU: Σ_k Var_t softmax(f_t(x))_k over the T fixed dropout masks (0 without dropout)."""
         if not self.mc_layers_:
             return torch.zeros(len(x), dtype=torch.float64, device=x.device)
-        t_total = self.mc_passes
+        return _sum_of_variances(self._passes(model, x)[2])
+
+    def _passes(
+        self, model: nn.Module, x: torch.Tensor, clean: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The softmax outputs of the T dropout passes (T×N×K). With `clean`, one more pass
+        with every mask 1 runs first, in the same forward; its `layer_` output and logits are
+        returned too (else two empty tensors)."""
+        n = len(x)
+        masks = self.masks_
+        if clean:
+            masks = {k: torch.cat([torch.ones_like(m[:1]), m]) for k, m in masks.items()}
+        total = self.mc_passes + int(clean)
         if self.mc_prefix_once_:  # only the layers from the first dropout on see T·N rows
-            per_chunk = max(1, _MC_ELEMENTS // (len(x) * self.mc_row_elements_))
+            per_chunk = max(1, _MC_ELEMENTS // (n * self.mc_row_elements_))
         else:
-            per_chunk = max(1, _MC_CHUNK // len(x))
-        probs = []
+            per_chunk = max(1, _MC_CHUNK // n)
         modules = dict(model.named_modules())
-        for start in range(0, t_total, per_chunk):
-            t = min(per_chunk, t_total - start)
+        z = logits = torch.empty(0)
+        probs = []
+        for start in range(0, total, per_chunk):
+            t = min(per_chunk, total - start)
             handles = [
-                modules[name].register_forward_hook(self._mask_hook(name, start, t, len(x)))
+                modules[name].register_forward_hook(_mask_hook(masks[name][start : start + t], n))
                 for name in self.mc_layers_
             ]
+            tap_layers = [self.layer_] if clean and start == 0 else []
             try:
-                with torch.no_grad():
+                with torch.no_grad(), LayerTap(model, tap_layers, "none") as tap:
                     out = model(x if self.mc_prefix_once_ else x.repeat(t, 1, 1, 1))
             finally:
                 for h in handles:
                     h.remove()
-            probs.append(torch.softmax(out.double(), dim=1).view(t, len(x), -1))
-        p = torch.cat(probs)  # T×N×K
-        return p.var(dim=0, unbiased=False).sum(dim=1)
-
-    def _mask_hook(self, name: str, start: int, t: int, n: int):  # type: ignore[no-untyped-def]
-        def hook(_m: nn.Module, _i: object, out: torch.Tensor) -> torch.Tensor:
-            if out.shape[0] == n and t > 1:  # the first dropout layer: copy the prefix T times
-                out = out.repeat(t, *([1] * (out.dim() - 1)))
-            mask = self.masks_[name][start : start + t].to(out.device, out.dtype)
-            shaped = out.view(t, n, *out.shape[1:]) * mask.unsqueeze(1)
-            return shaped.view(out.shape)
-
-        return hook
+            if tap_layers:
+                z, logits = tap.outputs[self.layer_][:n], out[:n]
+            probs.append(torch.softmax(out.double(), dim=1).view(t, n, -1))
+        p = torch.cat(probs)
+        return z, logits, p[1:] if clean else p
 
     def _prefix_runs_once_correctly(self, model: nn.Module, sample: torch.Tensor) -> bool:
-        """Whether running the layers before the first dropout layer once gives the BU of T whole
-        passes, on `sample` (see the module docstring)."""
+        """Whether running the layers before the first dropout layer once gives the features of
+        whole passes, on `sample` (see the module docstring)."""
         if not self.mc_layers_:
             return False
         sample = sample.to(model_device(model))
         self.mc_prefix_once_ = False
-        whole = self.uncertainty(model, sample)
+        whole, whole_pred = self.raw_features(model, sample)
         self.mc_prefix_once_ = True
         try:
-            once = self.uncertainty(model, sample)
+            once, once_pred = self.raw_features(model, sample)
         except RuntimeError:
             return False
-        return bool(torch.allclose(once, whole, rtol=1e-3, atol=1e-6))
+        return torch.equal(once_pred, whole_pred) and bool(
+            torch.allclose(once, whole, rtol=1e-3, atol=1e-6)
+        )
 
     def _score_batch(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats, pred = self.raw_features(model, x)
