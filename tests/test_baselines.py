@@ -26,6 +26,7 @@ from tiny_world import make_world, trained_world
 from tripwire import metrics
 from tripwire.data.base import ImageSet
 from tripwire.detectors import create_detector
+from tripwire.detectors import kd_bu as kd_bu_module
 from tripwire.detectors._baselines import LogisticFusion
 from tripwire.detectors.kd_bu import KDBUDetector, log_kernel_density
 from tripwire.detectors.lid import LIDDetector, default_layers, lid_mle
@@ -283,6 +284,15 @@ def test_bu_runs_the_layers_before_the_first_dropout_once(world, kd_bu) -> None:
     raw_whole, pred_whole = whole.raw_features(model, x[:40])
     assert torch.equal(pred, pred_whole)
     torch.testing.assert_close(raw, raw_whole, rtol=1e-5, atol=1e-7)
+
+
+def test_bu_in_several_chunks_matches_one(world, kd_bu, monkeypatch) -> None:
+    model, _, _, x, _ = world
+    one = kd_bu.raw_features(model, x[:40])
+    monkeypatch.setattr(kd_bu_module, "_MC_ELEMENTS", 3 * 40 * kd_bu.mc_row_elements_)
+    chunked = kd_bu.raw_features(model, x[:40])  # 21 passes (clean + 20) in chunks of 3
+    assert torch.equal(chunked[1], one[1])
+    torch.testing.assert_close(chunked[0], one[0], rtol=1e-5, atol=1e-7)
 
 
 class _SkipAroundDropout(nn.Module):
