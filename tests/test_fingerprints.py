@@ -12,6 +12,7 @@ from tripwire import metrics
 from tripwire.data.base import ImageSet
 from tripwire.detectors import FingerprintDetector
 from tripwire.detectors.fingerprints import (
+    _random_subsets,
     _subset_means,
     auto_layers,
     first_activation,
@@ -158,3 +159,37 @@ def test_subset_means_match_a_dense_selection() -> None:
     sel = torch.zeros(40, 25)
     sel.scatter_(0, cand.T, 1.0 / 7)
     torch.testing.assert_close(_subset_means(x, cand, rows=64), x @ sel)
+
+
+def test_random_subsets_are_distinct_indices_drawn_uniformly() -> None:
+    cand = _random_subsets(2000, 10, 3, torch.Generator().manual_seed(0), rows=64)
+    assert cand.shape == (2000, 3)
+    assert int(cand.min()) >= 0 and int(cand.max()) < 10
+    assert all(len(set(row.tolist())) == 3 for row in cand)
+    counts = torch.bincount(cand.flatten(), minlength=10)  # 600 expected per neuron
+    assert int(counts.min()) > 500 and int(counts.max()) < 700
+
+
+def test_random_subsets_in_row_chunks_reproduce_the_one_shot_draw() -> None:
+    """Earlier versions drew all k rows of noise at once; the chunked draw must give the same
+    subsets so that fitted detectors and benchmark rows stay reproducible."""
+    whole = torch.rand(150, 50, generator=torch.Generator().manual_seed(3)).argsort(dim=1)[:, :4]
+    chunked = _random_subsets(150, 50, 4, torch.Generator().manual_seed(3), rows=64)
+    assert torch.equal(chunked, whole)
+
+
+def test_collect_over_several_batches_matches_one_forward() -> None:
+    x = synthetic(1100, 2, 0.0)  # three batches of 512
+    det = FingerprintDetector(layers=["0"])
+    det.layers_ = ["0"]
+    acts, preds = det._collect(identity_model(), ImageSet(name="x", images=x), "clean")
+    torch.testing.assert_close(acts, x.flatten(1))
+    assert torch.equal(preds, torch.zeros(1100, dtype=torch.long))
+
+
+def test_empty_anomaly_set_is_refused_clearly() -> None:
+    empty = ImageSet(name="fgsm", images=synthetic(1, 1, 0.0)[:0])
+    with pytest.raises(InvalidInputError, match="attacked set is empty"):
+        FingerprintDetector(layers=["0"], n_candidates=50).fit(
+            identity_model(), synthetic(50, 0, 0.0), anomalies=empty
+        )
