@@ -203,6 +203,7 @@ def test_mahalanobis_bad_params_raise(world) -> None:
 def test_elo_equals_sklearn_one_class_svm(world) -> None:
     model, train, _, x, _ = world
     det = create_detector("elo", layer="relu1").fit(model, train)
+    assert det.fit_summary() == {}  # nothing chosen by fit
     f_train = extract_features(model, [train.as_float()], ["relu1"]).layers["relu1"].double()
     f_test = extract_features(model, [x], ["relu1"]).layers["relu1"].double()
     scaler = StandardScaler().fit(f_train.numpy())
@@ -215,6 +216,7 @@ def test_elo_auto_layer_is_an_early_layer(world) -> None:
     model, train, _, _, _ = world
     det = create_detector("elo").fit(model, train)
     assert det.layer_ in ("conv1", "relu1", "pool1", "conv2", "relu2")
+    assert det.fit_summary() == {"layer": det.layer_}  # shown in bench reports
 
 
 # ---------------------------------------------------------------------------- KD+BU

@@ -105,6 +105,10 @@ class ELODetector(Detector):
         )
         return choice.layer
 
+    def fit_summary(self) -> dict[str, str]:
+        """The early layer that `fit` chose (``layer="auto"``); {} when the layer was given."""
+        return {"layer": self.layer_} if self.layer == "auto" else {}
+
     def _score_batch(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with LayerTap(model, [self.layer_], self.pooling) as tap:
             logits = model(x)
