@@ -8,9 +8,13 @@ named evaluation sets, so that one can see how far the proxies' choice is from t
 evaluation sets would have picked. It reads the test sets, so nothing it prints may be used to
 choose a setting: it only explains a gap (docs/benchmarks.md, "CIFAR-10").
 
+``--held-from train`` makes the proxies (and the ID side) from held-out *training* images, split
+off as the detector splits its fit data (10 %, seeded), instead of from test images: the
+detector's own situation, in which the model may have memorised those images.
+
 Usage: python scripts/diagnose_mdl.py [--model resnet-cifar10] [--data-dir DIR]
        [--sets tinyimagenet-resize tinyimagenet-crop] [--fit 3000] [--held 1000] [--seed 0]
-       [--pooling mean] [--threads N]
+       [--held-from test|train] [--pooling mean] [--threads N]
 """
 
 from __future__ import annotations
@@ -32,7 +36,14 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--sets", nargs="+", default=["tinyimagenet-resize", "tinyimagenet-crop"])
     ap.add_argument("--fit", type=int, default=3000, help="training images fitting the SVMs")
-    ap.add_argument("--held", type=int, default=1000, help="ID test images (and per set)")
+    ap.add_argument("--held", type=int, default=1000, help="ID held-out images (and per set)")
+    ap.add_argument(
+        "--held-from",
+        default="test",
+        choices=["test", "train"],
+        help="ID held-out images from the test set, or from training images split off as the "
+        "detector does",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pooling", default="mean", choices=["mean", "max", "meanstd"])
     ap.add_argument("--threads", type=int, default=None)
@@ -41,8 +52,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model = load_model(args.model, data_dir=args.data_dir).eval()
     dataset = get_recipe(args.model).source
-    fit_x = load_source(dataset, "train", args.data_dir).take(args.fit, seed=args.seed).as_float()
-    held_x = load_source(dataset, "test", args.data_dir).take(args.held, seed=args.seed).as_float()
+    train = load_source(dataset, "train", args.data_dir)
+    if args.held_from == "train":
+        fit_set, held_set = train.split(0.1, seed=args.seed)
+        fit_x = fit_set.take(args.fit, seed=args.seed).as_float()
+        held_x = held_set.take(args.held, seed=args.seed + 1).as_float()
+    else:
+        fit_x = train.take(args.fit, seed=args.seed).as_float()
+        held_x = load_source(dataset, "test", args.data_dir).take(args.held, seed=args.seed)
+        held_x = held_x.as_float()
     proxies = make_proxies(held_x, seed=args.seed)
     evaluation = {
         name: load_source(name, "test", args.data_dir).take(args.held, seed=args.seed).as_float()
@@ -69,12 +87,13 @@ def main() -> None:
     chosen = next(layer for layer in layers if by_proxies[layer] >= best_proxy - TIE)
     print(
         f"{args.model}: {len(layers)} candidate layers, pooling {args.pooling}, SVMs fitted on "
-        f"{len(fit_x)} training images, ID side {len(held_x)} test images; load "
+        f"{len(fit_x)} training images, ID side {len(held_x)} {args.held_from} images; load "
         f"{os.getloadavg()[0]:.1f}\n"
     )
     print(
-        f"Ranked on the proxies as `layer='auto'` ranks (here made from the ID test images; the "
-        f"detector makes them from held-out training images): **{chosen}**."
+        f"Ranked on the proxies as `layer='auto'` ranks (here made from {args.held} held-out "
+        f"{args.held_from} images; the detector makes them from held-out training images): "
+        f"**{chosen}**."
     )
     for name in args.sets:
         top = max(layers, key=lambda layer: choice.per_set[layer][name])
