@@ -25,6 +25,7 @@ from torch import nn
 
 from tripwire.errors import FormatError, InvalidInputError
 from tripwire.features import model_device
+from tripwire.paths import atomic_write
 
 FORMAT = "tripwire-anomaly-set"
 FORMAT_VERSION = 1
@@ -142,7 +143,6 @@ class AnomalySet:
     def save(self, path: str | Path) -> Path:
         """Write the set to one `.npz` file (arrays + a JSON metadata string, no pickle)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
@@ -155,9 +155,8 @@ class AnomalySet:
         arrays = {name: getattr(self, name).detach().cpu().numpy() for name in _TENSOR_FIELDS}
         arrays.update({f"norm_{k}": v.detach().cpu().numpy() for k, v in self.norms.items()})
         arrays["meta"] = np.array(json.dumps(meta))
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        tmp.replace(path)
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
         return path
 
     @classmethod

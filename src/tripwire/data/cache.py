@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tripwire.paths import cache_dir
+from tripwire.paths import atomic_write, cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +55,11 @@ def cached_arrays(
     if took < CACHE_MIN_SECONDS:
         return arrays
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         for k, a in arrays.items():
-            tmp = folder / f"{stem}-{k}.tmp.npy"
-            np.save(tmp, a, allow_pickle=False)
-            tmp.replace(folder / f"{stem}-{k}.npy")
-        done.write_text(" ".join(arrays))
+            with atomic_write(folder / f"{stem}-{k}.npy") as tmp, open(tmp, "wb") as f:
+                np.save(f, a, allow_pickle=False)
+        with atomic_write(done) as tmp:
+            tmp.write_text(" ".join(arrays))
         logger.info("decoded %s in %.1f s; cached in %s", name, took, folder)
     except OSError as e:
         logger.warning("could not cache %s in %s (%s)", name, folder, e)

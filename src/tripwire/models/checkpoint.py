@@ -9,7 +9,6 @@ last finished epoch and ends with the same weights as an uninterrupted run.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tripwire.errors import FormatError, ModelMismatchError
+from tripwire.paths import atomic_write
 
 STATE_FILE = "state.safetensors"
 META_FILE = "state.json"
@@ -66,13 +66,11 @@ def save_checkpoint(
         "optimizer_param_groups": optim["param_groups"],
         "scheduler": scheduler.state_dict(),
     }
-    pid = os.getpid()
-    tmp_state, tmp_meta = folder / f".{STATE_FILE}.{pid}.tmp", folder / f".{META_FILE}.{pid}.tmp"
-    save_file(tensors, str(tmp_state))
-    tmp_meta.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     (folder / META_FILE).unlink(missing_ok=True)
-    os.replace(tmp_state, folder / STATE_FILE)
-    os.replace(tmp_meta, folder / META_FILE)  # the JSON last: it marks the checkpoint complete
+    with atomic_write(folder / STATE_FILE) as tmp:
+        save_file(tensors, str(tmp))
+    with atomic_write(folder / META_FILE) as tmp:  # the JSON last: it marks the checkpoint complete
+        tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
 
 
 def checkpoint_progress(folder: str | Path) -> TrainingState | None:

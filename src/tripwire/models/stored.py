@@ -26,7 +26,7 @@ from torch import nn
 from tripwire.errors import FormatError
 from tripwire.models.digest import weights_digest
 from tripwire.models.weights import load_weights, save_weights
-from tripwire.paths import file_digest
+from tripwire.paths import atomic_write, file_digest
 
 STORED_ENV = "TRIPWIRE_STORED_MODELS"
 REQUIRED = ("name", "seed", "weights_digest", "weights_sha256", "test_accuracy", "recipe")
@@ -156,18 +156,16 @@ def write_stored(
     weights, card_path = stored_paths(card["name"], int(card["seed"]), folder)
     weights.parent.mkdir(parents=True, exist_ok=True)
     card_path.unlink(missing_ok=True)  # no stored card ever describes other weights
-    tmp = weights.with_name(f".{weights.name}.{os.getpid()}.tmp")
-    digest = save_weights(model, tmp, half=half, metadata={"name": str(card["name"])})
-    if digest != card["weights_digest"]:
-        tmp.unlink(missing_ok=True)
-        raise FormatError(
-            f"{card['name']} seed {card['seed']}: weights digest {digest} differs from the "
-            f"card's {card['weights_digest']}; not stored"
-        )
-    tmp.chmod(0o644)  # safetensors writes 0600; a shipped file must be readable by all
-    os.replace(tmp, weights)
+    with atomic_write(weights) as tmp:
+        digest = save_weights(model, tmp, half=half, metadata={"name": str(card["name"])})
+        if digest != card["weights_digest"]:
+            raise FormatError(
+                f"{card['name']} seed {card['seed']}: weights digest {digest} differs from the "
+                f"card's {card['weights_digest']}; not stored"
+            )
+        tmp.chmod(0o644)  # a shipped file must be readable by all, whatever the umask
     out = {**card, "weights_file": weights.name, "weights_sha256": file_digest(weights)}
-    tmp_card = card_path.with_name(f".{card_path.name}.{os.getpid()}.tmp")
-    tmp_card.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp_card, card_path)
+    with atomic_write(card_path) as tmp:
+        tmp.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        tmp.chmod(0o644)
     return weights, card_path

@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import platform
 import shutil
 from collections.abc import Callable, Iterator
@@ -37,6 +36,7 @@ from tripwire.models.stored import load_stored, read_card_json, stored_paths, wr
 from tripwire.models.training import train_classifier
 from tripwire.models.vgg_cifar import VGG16Cifar
 from tripwire.models.weights import load_weights, save_weights
+from tripwire.paths import atomic_write
 from tripwire.paths import cache_dir as resolve_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -512,9 +512,8 @@ def _train_model(
     accuracy = result.test_accuracy
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CARD_FILE).unlink(missing_ok=True)  # no card ever describes other weights
-    tmp_weights = folder / f".{WEIGHTS_FILE}.{os.getpid()}.tmp"
-    digest = save_weights(model, tmp_weights, half=recipe.half_precision, metadata={"name": name})
-    os.replace(tmp_weights, folder / WEIGHTS_FILE)
+    with atomic_write(folder / WEIGHTS_FILE) as tmp:
+        digest = save_weights(model, tmp, half=recipe.half_precision, metadata={"name": name})
     if recipe.half_precision:
         from tripwire.models.training import evaluate_accuracy
 
@@ -542,9 +541,8 @@ def _train_model(
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         **extra,
     }
-    tmp_card = folder / f".{CARD_FILE}.{os.getpid()}.tmp"
-    tmp_card.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp_card, folder / CARD_FILE)  # the card last: it marks the model complete
+    with atomic_write(folder / CARD_FILE) as tmp:  # the card last: it marks the model complete
+        tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(checkpoint, ignore_errors=True)
     logger.info("stored %s (test accuracy %.4f) in %s", name, accuracy, folder)
     return model, card
