@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tripwire.detectors.base import DataLike, Detector
+from tripwire.detectors.base import Detector, ScoreInput
 from tripwire.errors import NotFittedError
 
 
@@ -24,8 +24,10 @@ class GuardResult:
 class Guard:
     """Run a classifier and its anomaly detector in one call.
 
-    The weights are checked once, here: a detector fitted on other weights is refused
-    (`ModelMismatchError`), and one without thresholds (`calibrate`) too.
+    The model's weights are checked here and again whenever they change (`ModelMismatchError`
+    for other weights than the detector was fitted on, see `Detector.verify_model`); a detector
+    without thresholds (`calibrate`) is refused. ``verify_model=False`` skips the check, for a
+    model fine-tuned on purpose.
 
     Example:
         >>> guard = Guard(model, Detector.load("det/"))          # doctest: +SKIP
@@ -33,14 +35,19 @@ class Guard:
         >>> result.predicted[~result.is_anomaly]                # doctest: +SKIP
     """
 
-    def __init__(self, model: nn.Module, detector: Detector) -> None:
-        detector.check_model(model)
+    def __init__(self, model: nn.Module, detector: Detector, *, verify_model: bool = True) -> None:
+        if verify_model:
+            detector.verify_model(model)
         if detector.thresholds_ is None:
             raise NotFittedError("the detector has no thresholds: call calibrate(model, id_val)")
         self.model = model
         self.detector = detector
+        self.verify_model = verify_model
 
-    def __call__(self, x: DataLike, batch_size: int = 256) -> GuardResult:
-        """Classify and check a batch (float N×C×H×W in [0, 1], or an ImageSet)."""
-        scores, predicted = self.detector.score_and_predict(self.model, x, batch_size)
+    def __call__(self, x: ScoreInput, batch_size: int = 256) -> GuardResult:
+        """Classify and check images (float N×C×H×W in [0, 1], an ImageSet, or an iterable of
+        batches)."""
+        scores, predicted = self.detector.score_and_predict(
+            self.model, x, batch_size, verify_model=self.verify_model
+        )
         return GuardResult(predicted, scores, self.detector.flag(scores, predicted))

@@ -8,9 +8,9 @@
   ``tpr`` of the held-out ID inputs predicted as that class are accepted (Zhao et al. §4, eq. 4).
 * ``predict(model, x)`` → booleans, True = anomaly (score above the threshold of its class).
 * ``save(path)`` / ``Detector.load(path)``: a folder with ``detector.json`` (hyper-parameters,
-  small state, the model's weights digest and a SHA-256 of the tensors) and
-  ``state.safetensors``. Nothing is ever unpickled; a tampered or foreign file raises
-  `FormatError`.
+  small state, the model's weights digest, a digest over everything) and the tensors in
+  safetensors (`tripwire.detectors.fileformat`). Nothing is ever unpickled, imported or called;
+  a tampered or foreign file raises `FormatError`.
 
 The model is passed at every call, never stored: a saved detector is data only.
 Hyper-parameters live in ``__init__`` (stored verbatim, validated in ``fit``); learned state ends
@@ -23,28 +23,36 @@ import inspect
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tripwire.data.base import ImageSet
-from tripwire.errors import FormatError, InvalidInputError, ModelMismatchError, NotFittedError
+from tripwire.detectors.fileformat import (
+    FORMAT,
+    FORMAT_VERSION,
+    JSON_NAME,
+    DetectorFile,
+    read_detector,
+    validated_params,
+    write_detector,
+)
+from tripwire.errors import (
+    FormatError,
+    InvalidInputError,
+    ModelMismatchError,
+    NotFittedError,
+    TripwireError,
+)
 from tripwire.features import eval_mode, model_device
 from tripwire.models.digest import weights_digest
-from tripwire.paths import file_digest
-
-FORMAT = "tripwire-detector"
-FORMAT_VERSION = 1
-JSON_NAME = "detector.json"
-TENSORS_NAME = "state.safetensors"
 
 DataLike = ImageSet | torch.Tensor
+ScoreInput = ImageSet | torch.Tensor | Iterable[torch.Tensor] | Iterable[Sequence[torch.Tensor]]
 
 
 def as_image_set(data: DataLike, name: str = "input") -> ImageSet:
@@ -130,12 +138,19 @@ class Detector(ABC):
     name: ClassVar[str]
     needs_anomalies: ClassVar[bool] = False
     needs_gradients: ClassVar[bool] = False
+    # hyper-parameters that `get_params` and a saved detector leave out (e.g. a secret key)
+    secret_params: ClassVar[tuple[str, ...]] = ()
 
     # ----------------------------------------------------------------------------------- params
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """The hyper-parameters of ``__init__`` that `get_params` reports and `save` stores."""
+        sig = inspect.signature(cls.__init__)
+        return [k for k in sig.parameters if k != "self" and k not in cls.secret_params]
+
     def get_params(self) -> dict[str, Any]:
-        """The hyper-parameters given to ``__init__``, as stored."""
-        sig = inspect.signature(type(self).__init__)
-        return {k: getattr(self, k) for k in sig.parameters if k != "self"}
+        """The hyper-parameters given to ``__init__``, as stored (not the `secret_params`)."""
+        return {k: getattr(self, k) for k in self.param_names()}
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -166,7 +181,7 @@ class Detector(ABC):
         self.input_shape_ = data.image_shape
         self.num_classes_ = int(logits.shape[1])
         self.model_digest_ = weights_digest(model)
-        self.model_ref_: dict[str, str] = {}
+        self.model_ref_: dict[str, Any] = {}
         self.thresholds_: torch.Tensor | None = None
         self.calibration_tpr_: float | None = None
         with eval_mode(model):
@@ -207,35 +222,86 @@ class Detector(ABC):
                 f"model given has weights digest {digest}. Refit the detector for this model."
             )
 
-    def _batches(self, x: DataLike, batch_size: int) -> Iterator[torch.Tensor]:
+    def verify_model(self, model: nn.Module) -> None:
+        """`check_model`, computed once per model object and again only when one of its
+        parameters or buffers is replaced or changed in place (their autograd version counters
+        move; changes made through ``tensor.data`` bypass those counters — call `check_model`
+        after such edits)."""
+        stamp = _weights_stamp(model)
+        if getattr(self, "_verified_stamp", None) != stamp:
+            self.check_model(model)
+            self._verified_stamp = stamp
+
+    def _batches(self, x: ScoreInput, batch_size: int) -> Iterator[torch.Tensor]:
+        """Validated batches of at most `batch_size` images (float16/float64 are accepted)."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         if isinstance(x, ImageSet):
             if len(x) == 0:
                 raise InvalidInputError(f"{x.name}: empty set, no images to score")
             for xb in x.batches(batch_size):
                 yield check_images(xb, self.input_shape_)
+        elif isinstance(x, torch.Tensor):
+            yield from check_images(x, self.input_shape_).split(batch_size)
+        elif isinstance(x, Iterable) and not isinstance(x, str | bytes):
+            n = 0
+            for item in x:
+                images = item[0] if isinstance(item, tuple | list) and item else item
+                for part in check_images(images, self.input_shape_).split(batch_size):
+                    n += len(part)
+                    yield part
+            if n == 0:
+                raise InvalidInputError("no images to score: the iterable yielded no batch")
         else:
-            check_images(x, self.input_shape_)
-            for start in range(0, x.shape[0], batch_size):
-                yield x[start : start + batch_size]
+            raise InvalidInputError(
+                "expected images as a float N×C×H×W tensor in [0, 1], an ImageSet or an "
+                f"iterable of such batches, got {type(x).__name__}"
+            )
 
     def score_and_predict(
-        self, model: nn.Module, x: DataLike, batch_size: int = 256
+        self,
+        model: nn.Module,
+        x: ScoreInput,
+        batch_size: int = 256,
+        *,
+        verify_model: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores (N,) float64, higher = more anomalous, and the model's predicted classes (N,)."""
+        """Scores (N,) float64, higher = more anomalous, and the model's predicted classes (N,).
+
+        Args:
+            model: the classifier the detector was fitted on (its weights are checked, see
+                `verify_model`).
+            x: float N×C×H×W images in [0, 1] (float16/64 are cast to the model's dtype), an
+                ImageSet, or an iterable of such batches (or of ``(images, labels)`` pairs, as
+                a ``DataLoader`` yields), read one batch at a time.
+            batch_size: images per forward pass.
+            verify_model: check that `model` has the weights the detector was fitted on
+                (`ModelMismatchError` otherwise); False for a model fine-tuned on purpose.
+        """
         self.check_fitted()
-        device = model_device(model)
+        if verify_model:
+            self.verify_model(model)
+        device, dtype = model_device(model), _float_dtype(model)
         scores, predicted = [], []
         grad = torch.enable_grad() if self.needs_gradients else torch.no_grad()
         with eval_mode(model), grad:
             for xb in self._batches(x, batch_size):
-                s, p = self._score_batch(model, xb.to(device))
+                s, p = self._score_batch(model, xb.to(device, dtype))
                 scores.append(s.detach().to("cpu", torch.float64))
                 predicted.append(p.detach().cpu())
         return torch.cat(scores), torch.cat(predicted)
 
-    def score(self, model: nn.Module, x: DataLike, batch_size: int = 256) -> torch.Tensor:
-        """One anomaly score per input, shape (N,); higher = more anomalous."""
-        return self.score_and_predict(model, x, batch_size)[0]
+    def score(
+        self,
+        model: nn.Module,
+        x: ScoreInput,
+        batch_size: int = 256,
+        *,
+        verify_model: bool = True,
+    ) -> torch.Tensor:
+        """One anomaly score per input, shape (N,); higher = more anomalous (arguments as
+        `score_and_predict`)."""
+        return self.score_and_predict(model, x, batch_size, verify_model=verify_model)[0]
 
     @abstractmethod
     def _score_batch(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -259,12 +325,20 @@ class Detector(ABC):
             raise NotFittedError("no thresholds: call calibrate(model, id_val) first")
         return scores > self.thresholds_[predicted]
 
-    def predict(self, model: nn.Module, x: DataLike, batch_size: int = 256) -> torch.Tensor:
-        """True where an input is flagged as anomalous (needs `calibrate` first)."""
+    def predict(
+        self,
+        model: nn.Module,
+        x: ScoreInput,
+        batch_size: int = 256,
+        *,
+        verify_model: bool = True,
+    ) -> torch.Tensor:
+        """True where an input is flagged as anomalous (needs `calibrate` first; arguments as
+        `score_and_predict`)."""
         self.check_fitted()
         if self.thresholds_ is None:
             raise NotFittedError("no thresholds: call calibrate(model, id_val) first")
-        scores, predicted = self.score_and_predict(model, x, batch_size)
+        scores, predicted = self.score_and_predict(model, x, batch_size, verify_model=verify_model)
         return self.flag(scores, predicted)
 
     # ---------------------------------------------------------------------------------- saving
@@ -283,19 +357,22 @@ class Detector(ABC):
         """Called by `load` once the state is restored, with the detector's folder (for files a
         detector keeps apart from ``detector.json``, e.g. DAAIN's key file)."""
 
-    def save(self, path: str | Path) -> Path:
-        """Write the fitted detector to folder `path` (created): JSON + safetensors, no pickle."""
+    def save(self, path: str | Path, *, key: bytes | None = None) -> Path:
+        """Write the fitted detector to folder `path` (created): JSON + safetensors, no pickle.
+
+        The write is atomic and locked (`tripwire.detectors.fileformat`): a detector already in
+        `path` stays loadable until the new one replaces it in one step, and a second process
+        saving to `path` meanwhile gets `DetectorBusyError`. With `key` (bytes, ≥ 16) the file
+        is signed, and `load(path, key=…)` accepts it only with the same key.
+        """
         self.check_fitted()
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self._state_tensors().items()}
         if self.thresholds_ is not None:
-            tensors["thresholds_"] = self.thresholds_
-        tensor_path = folder / TENSORS_NAME
-        save_file(tensors, str(tensor_path))
+            tensors["thresholds_"] = self.thresholds_.detach().cpu().contiguous()
         doc = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
+            "tripwire_version": _version(),
             "detector": self.name,
             "params": self.get_params(),
             "input_shape": list(self.input_shape_),
@@ -303,84 +380,101 @@ class Detector(ABC):
             "model": {"weights_digest": self.model_digest_, **self.model_ref_},
             "calibration_tpr": self.calibration_tpr_,
             "state": self._state_meta(),
-            "tensors_sha256": file_digest(tensor_path),
         }
-        (folder / JSON_NAME).write_text(json.dumps(doc, indent=2, sort_keys=True))
-        return folder
+        # JSON has no tuples: the same document as the one read back
+        return write_detector(path, json.loads(json.dumps(doc)), tensors, key)
 
     @classmethod
-    def load(cls, path: str | Path) -> Detector:
-        """Read a detector saved with `save`. Raises FormatError on anything not written by it."""
+    def load(cls, path: str | Path, *, key: bytes | None = None) -> Detector:
+        """Read a detector saved with `save`.
+
+        Nothing named in the files is imported, called or trained: the model is passed at
+        every call and must have the weights digest recorded here.
+
+        Args:
+            path: the detector's folder.
+            key: the signing key, when the detector must be signed with it.
+
+        Raises:
+            FormatError: anything not written by `save` — a field of the wrong type or range
+                (named), a digest or signature that does not match, state that does not fit
+                the detector.
+        """
         from tripwire.detectors.registry import get_detector_class
 
         folder = Path(path)
-        doc = _read_json(folder / JSON_NAME)
-        tensor_path = folder / TENSORS_NAME
-        if not tensor_path.is_file():
-            raise FormatError(f"{folder}: {TENSORS_NAME} is missing")
-        if file_digest(tensor_path) != doc["tensors_sha256"]:
-            raise FormatError(
-                f"{tensor_path}: checksum does not match {JSON_NAME}; the file was modified"
-            )
+        doc, tensors = read_detector(folder, key)
+        origin = str(folder / JSON_NAME)
         try:
-            tensors = load_file(str(tensor_path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise FormatError(f"{tensor_path}: not a valid safetensors file ({e})") from None
-        klass = get_detector_class(doc["detector"])
+            klass = get_detector_class(doc.detector)
+        except TripwireError:
+            raise FormatError(
+                f"{origin}: field 'detector': unknown detector {doc.detector!r}"
+            ) from None
         if cls is not Detector and not issubclass(klass, cls):
             raise FormatError(f"{folder}: holds a {klass.__name__}, not a {cls.__name__}")
-        # JSON has no tuples: sequences of hyper-parameters come back as tuples.
-        params = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["params"].items()}
+        det = klass(**validated_params(klass, doc.params, origin))
         try:
-            det = klass(**params)
-        except TypeError as e:
-            raise FormatError(f"{folder}: parameters do not fit {klass.__name__} ({e})") from None
-        det.input_shape_ = tuple(doc["input_shape"])
-        det.num_classes_ = int(doc["num_classes"])
-        model = dict(doc["model"])
-        det.model_digest_ = str(model.pop("weights_digest"))
-        det.model_ref_ = {str(k): str(v) for k, v in model.items()}
-        det.thresholds_ = tensors.pop("thresholds_", None)
-        det.calibration_tpr_ = doc["calibration_tpr"]
+            det._validate_params()
+        except ValueError as e:
+            raise FormatError(f"{origin}: field 'params': {e}") from None
+        c, h, w = doc.input_shape
+        det.input_shape_ = (c, h, w)
+        det.num_classes_ = doc.num_classes
+        det.model_digest_ = doc.model.weights_digest
+        det.model_ref_ = doc.model.model_dump(exclude={"weights_digest"}, exclude_none=True)
+        det.thresholds_ = _checked_thresholds(tensors.pop("thresholds_", None), doc, origin)
+        det.calibration_tpr_ = doc.calibration_tpr
         try:
-            det._set_state(tensors, doc["state"])
-        except (KeyError, ValueError, TypeError) as e:
-            raise FormatError(f"{folder}: incomplete detector state ({e})") from None
+            det._set_state(tensors, doc.state)
+            det._check_state()
+        except (KeyError, ValueError, TypeError, IndexError, RuntimeError, AttributeError) as e:
+            raise FormatError(
+                f"{origin}: the state does not fit a {klass.__name__} ({type(e).__name__}: {e})"
+            ) from None
         det.fitted_ = True
         det._after_load(folder)
         return det
 
-
-_REQUIRED = {
-    "format": str,
-    "format_version": int,
-    "detector": str,
-    "params": dict,
-    "input_shape": list,
-    "num_classes": int,
-    "model": dict,
-    "state": dict,
-    "tensors_sha256": str,
-}
+    def _check_state(self) -> None:  # noqa: B027  (optional hook)
+        """After `_set_state` on load: raise ValueError where the restored state does not fit
+        ``num_classes_`` or itself (shapes, dtypes, finiteness)."""
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FormatError(f"{path.parent}: not a saved detector ({path.name} is missing)")
-    try:
-        doc = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise FormatError(f"{path}: not a tripwire detector file")
-    if doc.get("format_version") != FORMAT_VERSION:
+def _checked_thresholds(
+    thresholds: torch.Tensor | None, doc: DetectorFile, origin: str
+) -> torch.Tensor | None:
+    """The stored thresholds, which must match ``calibration_tpr`` and ``num_classes``."""
+    if (thresholds is None) != (doc.calibration_tpr is None):
+        raise FormatError(f"{origin}: field 'calibration_tpr' does not match the stored thresholds")
+    if thresholds is None:
+        return None
+    if thresholds.shape != (doc.num_classes,) or not thresholds.is_floating_point():
         raise FormatError(
-            f"{path}: format version {doc.get('format_version')} is not supported "
-            f"(this tripwire reads version {FORMAT_VERSION})"
+            f"{origin}: field 'num_classes' is {doc.num_classes} but the thresholds are "
+            f"{thresholds.dtype} of shape {tuple(thresholds.shape)}"
         )
-    for key, typ in _REQUIRED.items():
-        if not isinstance(doc.get(key), typ):
-            raise FormatError(f"{path}: field {key!r} missing or not a {typ.__name__}")
-    if "weights_digest" not in doc["model"]:
-        raise FormatError(f"{path}: field 'model.weights_digest' missing")
-    return doc
+    if not bool(torch.isfinite(thresholds).all()):
+        raise FormatError(f"{origin}: the thresholds are not all finite")
+    return thresholds
+
+
+def _weights_stamp(model: nn.Module) -> tuple[int, tuple[tuple[str, int, int], ...]]:
+    """What changes when a model's weights may have: the model object, and each parameter's and
+    buffer's identity and in-place version counter."""
+    state = model.state_dict(keep_vars=True)
+    return id(model), tuple((name, id(t), t._version) for name, t in state.items())
+
+
+def _float_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating-point parameter (float32 if it has none)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def _version() -> str:
+    from tripwire import __version__
+
+    return __version__

@@ -54,6 +54,7 @@ from torch import nn
 from tripwire.data.base import ImageSet
 from tripwire.detectors.base import DataLike, Detector
 from tripwire.detectors.daain_mask import LayerPoints, SubsampleMask, key_fingerprint, new_key
+from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.hbos import Hbos
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import FormatError, InvalidInputError, NotFittedError
@@ -180,6 +181,7 @@ class DaainDetector(Detector):
     """
 
     name = "daain"
+    secret_params = ("key",)  # the mask key is kept apart from the saved detector
 
     def __init__(
         self,
@@ -218,12 +220,6 @@ class DaainDetector(Detector):
         self.key = key
 
     # -------------------------------------------------------------------------------- params
-    def get_params(self) -> dict[str, Any]:
-        """The public hyper-parameters (everything but the secret `key`)."""
-        params = super().get_params()
-        params.pop("key")
-        return params
-
     def _validate_params(self) -> None:
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
@@ -479,12 +475,15 @@ class DaainDetector(Detector):
         return torch.cat(out)
 
     # ------------------------------------------------------------------------------------ I/O
-    def save(self, path: str | Path, key_path: str | Path | None = None) -> Path:
+    def save(
+        self, path: str | Path, key_path: str | Path | None = None, *, key: bytes | None = None
+    ) -> Path:
         """Write the detector to folder `path` and its key to ``path/key.json`` or `key_path`.
 
-        ``detector.json`` and ``state.safetensors`` hold no key, only its fingerprint and where
-        the key file is (``key.json`` beside them, or the absolute `key_path`); keep the key
-        file somewhere private to keep the mask secret.
+        ``detector.json`` and the tensors hold no key, only its fingerprint and where the key
+        file is (``key.json`` beside them, or the absolute `key_path`); keep the key file
+        somewhere private to keep the mask secret. `key` signs the detector (`Detector.save`);
+        it is not DAAIN's mask key.
         """
         self.check_fitted()
         self._check_key()
@@ -492,17 +491,20 @@ class DaainDetector(Detector):
         target = Path(key_path) if key_path is not None else folder / KEY_NAME
         inside = target.resolve().parent == folder.resolve() and target.name == KEY_NAME
         self._key_file = KEY_NAME if inside else str(target.resolve())
-        out = super().save(folder)
+        out = super().save(folder, key=key)
         assert self._key is not None  # _check_key
         write_key(target, self._key)
         return out
 
     @classmethod
-    def load(cls, path: str | Path, key_path: str | Path | None = None) -> DaainDetector:  # type: ignore[override]
+    def load(  # type: ignore[override]
+        cls, path: str | Path, key_path: str | Path | None = None, *, key: bytes | None = None
+    ) -> DaainDetector:
         """Read a saved DAAIN detector and its key: `key_path` if given, else the key file
         recorded at save time (``path/key.json`` or the absolute `key_path` given to `save`).
-        Without a key it loads but cannot score until `load_key`."""
-        det = Detector.load(path)  # runs `_after_load`, which looks for the recorded key file
+        Without a key it loads but cannot score until `load_key`. `key` is the signing key
+        (`Detector.load`)."""
+        det = Detector.load(path, key=key)  # `_after_load` looks for the recorded key file
         if not isinstance(det, DaainDetector):
             raise FormatError(f"{path}: holds a {type(det).__name__}, not a DaainDetector")
         if key_path is not None:
@@ -557,13 +559,17 @@ class DaainDetector(Detector):
         }
 
     def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.layer_shapes_ = {str(k): tuple(int(s) for s in v) for k, v in meta["layer_shapes"]}
-        self.key_fingerprint_ = str(meta["key_fingerprint"])
-        self._key_file = meta.get("key_file")
-        self.epochs_run_ = int(meta["epochs_run"])
+        shapes = state_field(meta, "layer_shapes", list[tuple[str, list[int]]])
+        self.layer_shapes_ = {k: tuple(v) for k, v in shapes}
+        self.key_fingerprint_ = state_field(meta, "key_fingerprint", str)
+        self._key_file = state_field(meta, "key_file", str | None, None)
+        self.epochs_run_ = state_field(meta, "epochs_run", int)
         self.mu_, self.sigma_ = tensors["mu_"], tensors["sigma_"]
         self.latent_mean_ = tensors["latent_mean_"]
-        self.flow_ = self._new_flow(int(meta["n_features"]))
+        n_features = state_field(meta, "n_features", int)
+        if self.mu_.shape != (n_features,) or n_features != self.n_points:
+            raise ValueError(f"state.n_features {n_features} does not fit the stored means")
+        self.flow_ = self._new_flow(n_features)
         flow_state = {k[5:]: v for k, v in tensors.items() if k.startswith("flow.")}
         try:
             self.flow_.load_state_dict(flow_state)

@@ -22,6 +22,7 @@ from torch import nn
 
 from tripwire.data.base import ImageSet
 from tripwire.detectors.base import Detector
+from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.mdl import candidate_layers, choose_layer
 from tripwire.detectors.ocsvm import ClassConditionalOCSVM
 from tripwire.detectors.proxies import make_proxies
@@ -124,4 +125,4 @@ class ELODetector(Detector):
 
     def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         self.svm_ = ClassConditionalOCSVM.from_tensors(tensors, "svm")
-        self.layer_ = str(meta["layer"])
+        self.layer_ = state_field(meta, "layer", str)

@@ -31,6 +31,7 @@ from torch import nn
 
 from tripwire.data.base import ImageSet
 from tripwire.detectors.base import Detector
+from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.registry import register_detector
 from tripwire.detectors.uniform import UniformDetector
 from tripwire.guided_backprop import check_guided_model, guided_backprop_and_logits
@@ -173,7 +174,7 @@ class FeatureResponseDetector(Detector):
     def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         self.mean_, self.std_ = tensors["mean"], tensors["std"]
         self.uniform_ = None
-        if meta.get("uniform") is not None:
+        if state_field(meta, "uniform", dict[str, Any] | None, None) is not None:
             uni = UniformDetector(seed=self.seed)
             sub = {k[len("uniform.") :]: v for k, v in tensors.items() if k.startswith("uniform.")}
             uni._set_state(sub, meta["uniform"])

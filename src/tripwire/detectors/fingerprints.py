@@ -63,6 +63,7 @@ from torch import nn
 
 from tripwire.data.base import ImageSet
 from tripwire.detectors.base import Detector
+from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import InvalidInputError
 from tripwire.features import ACTIVATIONS, LayerTap, model_device
@@ -444,8 +445,8 @@ class FingerprintDetector(Detector):
         self.indices_ = tensors["indices"].long()
         self.stats_ = tensors["stats"].double()
         self.offsets_ = tensors["offsets"].long()
-        self.layers_ = [str(x) for x in meta["layers"]]
-        self.n_neurons_ = int(meta["n_neurons"])
+        self.layers_ = state_field(meta, "layers", list[str])
+        self.n_neurons_ = state_field(meta, "n_neurons", int)
 
 
 def _random_subsets(k: int, n: int, m: int, g: torch.Generator, rows: int = 64) -> torch.Tensor:

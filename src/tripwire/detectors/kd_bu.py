@@ -48,6 +48,7 @@ from torch import nn
 from tripwire.data.base import ImageSet
 from tripwire.detectors._baselines import LogisticFusion, in_batches
 from tripwire.detectors.base import Detector
+from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.mdl import candidate_layers
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import InvalidInputError
@@ -423,10 +424,10 @@ class KDBUDetector(Detector):
         }
 
     def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.layer_ = str(meta["layer"])
-        self.mc_layers_ = [str(n) for n in meta["mc_layers"]]
-        self.mc_prefix_once_ = bool(meta.get("mc_prefix_once", False))  # saved before: whole passes
-        self.mc_row_elements_ = int(meta.get("mc_row_elements", 0))
+        self.layer_ = state_field(meta, "layer", str)
+        self.mc_layers_ = state_field(meta, "mc_layers", list[str])
+        self.mc_prefix_once_ = state_field(meta, "mc_prefix_once", bool)
+        self.mc_row_elements_ = state_field(meta, "mc_row_elements", int)
         self.support_, self.counts_ = tensors["support"], tensors["counts"]
         self._density_cache = None
         self.fusion_ = LogisticFusion.from_tensors(tensors, "fusion")

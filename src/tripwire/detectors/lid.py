@@ -31,6 +31,7 @@ from torch import nn
 from tripwire.data.base import ImageSet
 from tripwire.detectors._baselines import LogisticFusion, in_batches
 from tripwire.detectors.base import Detector
+from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.registry import register_detector
 from tripwire.features import ACTIVATIONS, LayerTap, extract_features, list_layers, model_device
 
@@ -158,6 +159,6 @@ class LIDDetector(Detector):
         return {"layers": self.layers_}
 
     def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.layers_ = [str(n) for n in meta["layers"]]
+        self.layers_ = state_field(meta, "layers", list[str])
         self.reference_ = [tensors[f"reference.{i}"] for i in range(len(self.layers_))]
         self.fusion_ = LogisticFusion.from_tensors(tensors, "fusion")

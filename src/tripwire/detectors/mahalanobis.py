@@ -39,6 +39,7 @@ from tripwire.detectors._baselines import (
     validation_sets,
 )
 from tripwire.detectors.base import Detector
+from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import InvalidInputError
 from tripwire.features import LayerTap, Pooling, extract_features, model_device
@@ -276,10 +277,10 @@ class MahalanobisDetector(Detector):
         return {"epsilon": f"{self.epsilon_:g}"} if self.epsilon == "auto" else {}
 
     def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.layers_ = [str(n) for n in meta["layers"]]
-        self.combine_ = str(meta["combine"])
-        self.epsilon_ = float(meta["epsilon"])
-        self.criterion_ = {str(k): float(v) for k, v in meta["criterion"].items()}
+        self.layers_ = state_field(meta, "layers", list[str])
+        self.combine_ = state_field(meta, "combine", str)
+        self.epsilon_ = state_field(meta, "epsilon", float)
+        self.criterion_ = state_field(meta, "criterion", dict[str, float])
         self.present_ = tensors["present"]
         self.layer_mean_, self.layer_std_ = tensors["layer_mean"], tensors["layer_std"]
         self.means_ = [tensors[f"l{i}.means"] for i in range(len(self.layers_))]

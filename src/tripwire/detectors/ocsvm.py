@@ -219,6 +219,29 @@ class ClassConditionalOCSVM:
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str) -> ClassConditionalOCSVM:
-        """Inverse of `tensors`."""
+        """Inverse of `tensors`; ValueError where the tensors do not make a bank of SVMs."""
         names = ("mean", "scale", "support", "coef", "gamma", "fitted")
-        return cls(*(tensors[f"{prefix}.{n}"] for n in names))
+        bank = cls(*(tensors[f"{prefix}.{n}"] for n in names))
+        k, d = bank.mean.shape
+        s = bank.support.shape[1]
+        shapes = {
+            "mean": (k, d),
+            "scale": (k, d),
+            "support": (k, s, d),
+            "coef": (k, s),
+            "gamma": (k,),
+            "fitted": (k,),
+        }
+        for name, shape in shapes.items():
+            t = getattr(bank, name)
+            if tuple(t.shape) != shape:
+                raise ValueError(f"{prefix}.{name} has shape {tuple(t.shape)}, expected {shape}")
+            if name == "fitted" and t.dtype != torch.bool:
+                raise ValueError(f"{prefix}.fitted must be bool, got {t.dtype}")
+            if name != "fitted" and (t.dtype != torch.float32 or not bool(t.isfinite().all())):
+                raise ValueError(f"{prefix}.{name} must be finite float32")
+        if not (bool((bank.scale > 0).all()) and bool((bank.gamma > 0).all())):
+            raise ValueError(f"{prefix}: scales and kernel widths must be positive")
+        if bool((bank.coef < 0).any()):
+            raise ValueError(f"{prefix}.coef: dual coefficients must be ≥ 0")
+        return bank

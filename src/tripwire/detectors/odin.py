@@ -31,6 +31,7 @@ from torch import nn
 from tripwire.data.base import ImageSet
 from tripwire.detectors._baselines import EPSILON_GRID, choose_epsilon, in_batches, validation_sets
 from tripwire.detectors.base import Detector
+from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.msp import max_softmax
 from tripwire.detectors.registry import register_detector
 from tripwire.features import model_device
@@ -151,5 +152,5 @@ class ODINDetector(Detector):
         return {"epsilon": self.epsilon_, "criterion": self.criterion_}
 
     def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.epsilon_ = float(meta["epsilon"])
-        self.criterion_ = {str(k): float(v) for k, v in meta["criterion"].items()}
+        self.epsilon_ = state_field(meta, "epsilon", float)
+        self.criterion_ = state_field(meta, "criterion", dict[str, float])

@@ -22,13 +22,16 @@ from typing import Any
 
 import torch
 from torch import nn
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from tripwire.data.base import ImageSet
 from tripwire.detectors.base import DataLike, Detector, as_image_set
+from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.mdl import LayerChoice, candidate_layers, choose_layer
 from tripwire.detectors.ocsvm import ClassConditionalOCSVM
 from tripwire.detectors.proxies import make_proxies
 from tripwire.detectors.registry import register_detector
+from tripwire.errors import ModelMismatchError
 from tripwire.features import POOLINGS, LayerTap, Pooling, extract_features, model_device
 
 
@@ -176,13 +179,17 @@ class UniformDetector(Detector):
         with LayerTap(model, [self.layer_], self.pooling) as tap:
             logits = model(x)
         pred = logits.argmax(dim=1)
+        mdl = tap.outputs[self.layer_]
+        if mdl.shape[1] != self.svm_mdl_.mean.shape[1]:
+            raise ModelMismatchError(
+                f"layer {self.layer_!r} gives {mdl.shape[1]} features on this model; the "
+                f"detector's SVMs were fitted on {self.svm_mdl_.mean.shape[1]}"
+            )
         # Both banks in one call (half the small tensor operations): the MDL's SVM of class c is
         # class c of the stacked bank, the logits' SVM class K + c.
         svms = self._svm_pair().to(x.device)
         width = svms.mean.shape[1]
-        features = torch.cat(
-            [_pad_columns(tap.outputs[self.layer_], width), _pad_columns(logits, width)]
-        )
+        features = torch.cat([_pad_columns(mdl, width), _pad_columns(logits, width)])
         both = svms.score(
             features, torch.cat([pred, pred + self.num_classes_]), self.log_domain_scores
         )
@@ -235,15 +242,35 @@ class UniformDetector(Detector):
             else {"layer": choice.layer, "criterion": choice.criterion, "per_set": choice.per_set},
         }
 
+    def _check_state(self) -> None:
+        k = self.num_classes_
+        for name, bank in (("svm_mdl", self.svm_mdl_), ("svm_logit", self.svm_logit_)):
+            if bank.mean.shape[0] != k:
+                raise ValueError(f"{name} holds {bank.mean.shape[0]} classes, not {k}")
+        if self.svm_logit_.mean.shape[1] != k:
+            raise ValueError(f"svm_logit is fitted on {self.svm_logit_.mean.shape[1]} logits")
+        width = 2 + len(self._extra_components(torch.zeros(1, k)))
+        for name, t in self._normalisation_tensors().items():
+            if t.shape != (k, width) or not t.is_floating_point() or not t.isfinite().all():
+                raise ValueError(f"{name}: expected finite floats of shape ({k}, {width})")
+
     def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         self.svm_mdl_ = ClassConditionalOCSVM.from_tensors(tensors, "svm_mdl")
         self.svm_logit_ = ClassConditionalOCSVM.from_tensors(tensors, "svm_logit")
         self._set_normalisation(tensors)
-        self.layer_ = str(meta["layer"])
-        c = meta.get("layer_choice")
+        self.layer_ = state_field(meta, "layer", str)
+        c = state_field(meta, "layer_choice", _StoredChoice | None)
         self.layer_choice_ = (
             None if c is None else LayerChoice(c["layer"], c["criterion"], c["per_set"])
         )
+
+
+class _StoredChoice(TypedDict):
+    """`LayerChoice` as ``detector.json`` stores it."""
+
+    layer: str
+    criterion: dict[str, float]
+    per_set: dict[str, dict[str, float]]
 
 
 def _pad_columns(x: torch.Tensor, width: int) -> torch.Tensor:

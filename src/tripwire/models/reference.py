@@ -19,41 +19,60 @@ class ModelReference:
         name: a zoo name (``"lenet-mnist"``) or an entry point (``"pkg.module:factory"``).
         weights: the safetensors file for an entry point (None for zoo models).
         seed: which trained copy of a zoo model.
+        train_if_missing: train a zoo model the cache lacks (else `ModelNotTrainedError`).
     """
 
     name: str
     weights: str | None = None
     seed: int = 0
+    train_if_missing: bool = True
 
     @property
     def is_zoo(self) -> bool:
         """True for zoo names (entry points contain a colon)."""
         return ":" not in self.name
 
-    def as_dict(self) -> dict[str, str]:
-        """String fields for a detector's JSON (`Detector.model_ref_`)."""
-        out = {"name": self.name, "seed": str(self.seed)}
-        if self.weights is not None:
-            out["weights"] = str(Path(self.weights).resolve())
-        return out
+    def as_dict(self) -> dict[str, str | int]:
+        """What a detector's JSON records of the model (`Detector.model_ref_`), for messages and
+        for naming a zoo model: the name, and a zoo model's seed — never a path."""
+        return {"name": self.name, "seed": self.seed} if self.is_zoo else {"name": self.name}
 
     @classmethod
-    def from_dict(cls, d: dict[str, str]) -> ModelReference:
-        """Inverse of `as_dict`; a clear error when the detector names no model."""
-        if "name" not in d:
+    def recorded_zoo_model(cls, recorded: dict[str, object]) -> ModelReference:
+        """The zoo model a detector file names (`Detector.model_ref_`), checked against the zoo.
+
+        A detector file is data: nothing it names is imported, called or trained. Only a name
+        the zoo knows is accepted, and `load` then reads stored or cached weights only.
+
+        Raises:
+            TripwireError: the file names no model, or one that is not a zoo model (an entry
+                point, an unknown name): the model must then be given explicitly.
+        """
+        from tripwire.models.zoo import list_models
+
+        name, seed = recorded.get("name"), recorded.get("seed", 0)
+        if not isinstance(name, str) or name not in list_models() or not isinstance(seed, int):
+            what = "no model" if name is None else f"the model {name!r}, not a zoo model,"
             raise TripwireError(
-                "this detector does not record which model it was fitted for; "
-                "pass the model explicitly (--model/--weights)"
+                f"this detector records {what} as the one it was fitted for; pass that model "
+                "with --model (and --weights). A detector file never names code to run."
             )
-        return cls(d["name"], d.get("weights"), int(d.get("seed", "0")))
+        return cls(name, None, seed, train_if_missing=False)
 
     def load(
         self, data_dir: str | Path | None = None, cache_dir: str | Path | None = None
     ) -> nn.Module:
-        """The model in eval mode (a zoo model is trained first if the cache lacks it)."""
+        """The model in eval mode (a zoo model is trained first if the cache lacks it and
+        `train_if_missing`)."""
         from tripwire.models.user import load_user_model
         from tripwire.models.zoo import load_model
 
         if self.is_zoo:
-            return load_model(self.name, data_dir=data_dir, cache_dir=cache_dir, seed=self.seed)
+            return load_model(
+                self.name,
+                data_dir=data_dir,
+                cache_dir=cache_dir,
+                seed=self.seed,
+                train_if_missing=self.train_if_missing,
+            )
         return load_user_model(self.name, self.weights)
