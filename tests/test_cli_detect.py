@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from tripwire.cli import app
 from tripwire.data import load_source
 from tripwire.detectors import Detector, list_detectors
-from tripwire.errors import InvalidInputError, ModelMismatchError, NotFittedError
+from tripwire.errors import FormatError, InvalidInputError, ModelMismatchError, NotFittedError
 from tripwire.guard import Guard
 from tripwire.models.zoo import load_model
 
@@ -151,7 +151,7 @@ def test_help_paragraphs_reflow_to_the_terminal_width() -> None:
     assert result.exit_code == 0, result.output
     # one docstring paragraph spans three source lines; it must print as one line here
     assert any(
-        "a model with other weights than the detector was fitted on is refused" in line
+        "The input is read one batch at a time, so memory does not grow with the number" in line
         for line in result.output.splitlines()
     )
 
@@ -171,3 +171,51 @@ def test_layer_choice_table_of_many_candidates_shows_the_best_and_the_chosen() -
     few = Console(width=200, record=True)
     few.print(_layer_choice_table({"conv1": 0.9, "relu1": 0.95}, chosen="relu1"))
     assert "candidates" not in few.export_text()  # all shown
+
+
+@pytest.mark.parametrize("size", ["0", "-1"])
+def test_batch_size_below_one_is_a_usage_error(fitted: Path, tmp_path: Path, size: str) -> None:
+    src = _npz(tmp_path / "x.npz", np.zeros((2, 8, 8), np.uint8))
+    args = ["score", "--detector", str(fitted), "--input", str(src), "--out", str(tmp_path / "o")]
+    result = runner.invoke(app, [*args, "--batch-size", size])
+    assert result.exit_code == 2 and "greater than or equal to 1" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_an_unwritable_out_is_a_clear_error(fitted: Path, tmp_path: Path) -> None:
+    src = _npz(tmp_path / "x.npz", np.zeros((2, 8, 8), np.uint8))
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "scores.csv"
+    result = runner.invoke(
+        app, ["score", "--detector", str(fitted), "--input", str(src), "--out", str(out)]
+    )
+    assert isinstance(result.exception, InvalidInputError)
+    assert "cannot write the scores" in str(result.exception)
+    fit = runner.invoke(app, ["fit", "--model", "cnn-digits8", "--out", str(tmp_path / "a-file")])
+    assert isinstance(fit.exception, FormatError) and "not a folder" in str(fit.exception)
+
+
+def test_float64_images_and_folders_score_like_uint8(fitted: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    digits = (load_source("digits8", "test").as_float()[:12, 0].numpy() * 255).astype(np.uint8)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, d in enumerate(digits):
+        Image.fromarray(d).save(folder / f"digit{i:02d}.png")
+    rows = {}
+    for name, src in {
+        "uint8": _npz(tmp_path / "u.npz", digits),
+        "float64": _npz(tmp_path / "f.npz", digits.astype(np.float64) / 255),
+        "folder": folder,
+    }.items():
+        out = tmp_path / f"{name}.csv"
+        args = ["score", "--detector", str(fitted), "--input", str(src), "--out", str(out)]
+        result = runner.invoke(app, [*args, "--batch-size", "5"])
+        assert result.exit_code == 0, result.output
+        rows[name] = list(csv.DictReader(out.open()))
+    assert [r["file"] for r in rows["folder"]] == [f"digit{i:02d}.png" for i in range(12)]
+    for name in ("float64", "folder"):
+        assert [float(r["score"]) for r in rows[name]] == pytest.approx(
+            [float(r["score"]) for r in rows["uint8"]], rel=1e-4, abs=1e-4
+        )

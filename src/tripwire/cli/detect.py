@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -16,16 +15,19 @@ from tripwire.cli import app
 from tripwire.cli.options import CACHE_DIR, DATA_DIR, PARAM, THREADS, parse_params, set_threads
 from tripwire.data import load_source
 from tripwire.data.base import ImageSet
+from tripwire.data.stream import open_image_stream
 from tripwire.data.transforms import conform
 from tripwire.data.user import load_user_data
 from tripwire.detectors import DEFAULT_DETECTOR, Detector, create_detector, list_detectors
+from tripwire.detectors.fileformat import read_key, writing
 from tripwire.errors import InvalidInputError
 from tripwire.models.reference import ModelReference
+from tripwire.paths import atomic_write
 
 console = Console()
 
 
-def _model_option(default: str | None) -> typer.models.OptionInfo:
+def _model_option(default: str | None) -> Any:  # typer's OptionInfo, typed as the value
     return typer.Option(
         default,
         "--model",
@@ -39,7 +41,15 @@ _DETECTOR_DIR = typer.Option(..., "--detector", help="A folder written by `tripw
 _INPUT = typer.Option(
     ..., "--input", help=".npz (x: uint8 N×H×W[×C] or float in [0, 1]) or a folder of images."
 )
-_CSV_OUT = typer.Option(..., "--out", help="CSV: index, predicted_class, score, is_anomaly.")
+_CSV_OUT = typer.Option(
+    ..., "--out", help="CSV: index, predicted_class, score, is_anomaly (and file, for a folder)."
+)
+_SIGNING_KEY = typer.Option(
+    None,
+    "--signing-key",
+    help="A file holding a secret key (≥ 16 bytes). fit signs the detector with it (HMAC-SHA256); "
+    "score then refuses a detector not signed with the same key.",
+)
 
 
 def _load_data(spec: str, split: str, data_dir: Path | None) -> ImageSet:
@@ -71,46 +81,53 @@ def fit_command(
     ),
     tpr: float = typer.Option(0.95, help="Share of held-out ID inputs each threshold accepts."),
     seed: int = typer.Option(0, help="Seed of the calibration split (and the zoo model copy)."),
+    signing_key: Path | None = _SIGNING_KEY,
     data_dir: Path | None = DATA_DIR,
     cache_dir: Path | None = CACHE_DIR,
     threads: int | None = THREADS,
 ) -> None:
-    """Fit a detector for a model on in-distribution data, calibrate its thresholds, save it."""
+    """Fit a detector for a model on in-distribution data, calibrate its thresholds, save it.
+
+    The save is atomic: a detector already in --out stays usable until the new one replaces it,
+    and a second `tripwire fit` to the same --out stops at once.
+    """
     set_threads(threads)
-    ref = ModelReference(model, None if weights is None else str(weights), seed)
-    net = ref.load(data_dir, cache_dir)
-    calib_set = None
-    if data is None:
-        if not ref.is_zoo:
-            raise InvalidInputError("--data is required for a model that is not in the zoo")
-        from tripwire.models.zoo import get_recipe, training_split
+    key = None if signing_key is None else read_key(signing_key)
+    with writing(out):  # held from here: a second fit to --out stops before fitting
+        ref = ModelReference(model, None if weights is None else str(weights), seed)
+        net = ref.load(data_dir, cache_dir)
+        calib_set = None
+        if data is None:
+            if not ref.is_zoo:
+                raise InvalidInputError("--data is required for a model that is not in the zoo")
+            from tripwire.models.zoo import get_recipe, training_split
 
-        data = get_recipe(model).source
-        fit_set, calib_set = training_split(model, data_dir)  # images the model never saw
-    if calib_set is None:
-        fit_set, calib_set = _load_data(data, "train", data_dir).split(
-            calibration_fraction, seed=seed
-        )
-    det = create_detector(detector, **parse_params(param))
-    anomalies = None
-    if det.needs_anomalies:
-        from tripwire.anomalies.fitting import fgsm_of_training_images
+            data = get_recipe(model).source
+            fit_set, calib_set = training_split(model, data_dir)  # images the model never saw
+        if calib_set is None:
+            fit_set, calib_set = _load_data(data, "train", data_dir).split(
+                calibration_fraction, seed=seed
+            )
+        det = create_detector(detector, **parse_params(param))
+        anomalies = None
+        if det.needs_anomalies:
+            from tripwire.anomalies.fitting import fgsm_of_training_images
 
-        anomalies = fgsm_of_training_images(net, fit_set, 2000, seed=seed, cache_dir=cache_dir)
+            anomalies = fgsm_of_training_images(net, fit_set, 2000, seed=seed, cache_dir=cache_dir)
+            console.print(
+                f"{detector} fits on known anomalies: {len(anomalies)} FGSM (ε = 0.3) examples of "
+                "training images (as the paper trains KD+BU and LID)"
+            )
+        start = time.perf_counter()
+        det.fit(net, fit_set, anomalies=anomalies)
+        det.calibrate(net, calib_set, tpr=tpr)
+        det.model_ref_ = ref.as_dict()
+        det.save(out, key=key)
+        seconds = time.perf_counter() - start
         console.print(
-            f"{detector} fits on known anomalies: {len(anomalies)} FGSM (ε = 0.3) examples of "
-            "training images (as the paper trains KD+BU and LID)"
+            f"fitted [bold]{det.name}[/] for {model} on {len(fit_set)} images of {data}, "
+            f"thresholds on {len(calib_set)} held-out images ({seconds:.1f} s) → {out}"
         )
-    start = time.perf_counter()
-    det.fit(net, fit_set, anomalies=anomalies)
-    det.calibrate(net, calib_set, tpr=tpr)
-    det.model_ref_ = ref.as_dict()
-    det.save(out)
-    seconds = time.perf_counter() - start
-    console.print(
-        f"fitted [bold]{det.name}[/] for {model} on {len(fit_set)} images of {data}, "
-        f"thresholds on {len(calib_set)} held-out images ({seconds:.1f} s) → {out}"
-    )
     choice = getattr(det, "layer_choice_", None)
     if choice is not None:
         console.print(_layer_choice_table(choice.criterion, choice.layer))
@@ -140,51 +157,50 @@ def score_command(
     out: Path = _CSV_OUT,
     model: str | None = _model_option(None),
     weights: Path | None = _WEIGHTS,
-    batch_size: int = typer.Option(256, help="Images per forward pass."),
+    batch_size: int = typer.Option(256, min=1, help="Images per forward pass."),
+    signing_key: Path | None = _SIGNING_KEY,
     data_dir: Path | None = DATA_DIR,
     cache_dir: Path | None = CACHE_DIR,
     threads: int | None = THREADS,
 ) -> None:
     """Score images with a fitted detector; write one CSV row per image.
 
-    The model is the one the detector records (unless --model is given); a model with other
-    weights than the detector was fitted on is refused. Bad input: a message, exit code 2, and
-    no output file.
+    The model is --model, or else the zoo model the detector records (stored or already
+    trained: `score` never trains, and never runs code a detector file names). A model with
+    other weights than the detector was fitted on is refused. The input is read one batch at a
+    time, so memory does not grow with the number of images. Bad input: a message, exit code 2,
+    and no output file.
     """
     set_threads(threads)
     from tripwire.guard import Guard
 
-    det = Detector.load(detector)
+    det = Detector.load(detector, key=None if signing_key is None else read_key(signing_key))
     if model is not None:
         ref = ModelReference(model, None if weights is None else str(weights))
     else:
-        ref = ModelReference.from_dict(det.model_ref_)
+        ref = ModelReference.recorded_zoo_model(det.model_ref_)
     net = ref.load(data_dir, cache_dir)
     guard = Guard(net, det)
     c, h, w = det.input_shape_
-    images = load_user_data(input, size=(h, w))
-    x = conform(images.as_float(), (c, h, w))
-    result = guard(x, batch_size=batch_size)
-    _write_csv_atomically(out, result.predicted, result.scores, result.is_anomaly)
+    stream = open_image_stream(input, size=(h, w))
+    result = guard((conform(x, (c, h, w)) for x in stream.batches(batch_size)), batch_size)
+    _write_csv(out, result.predicted, result.scores, result.is_anomaly, stream.files)
     n_flagged = int(result.is_anomaly.sum())
     console.print(
-        f"scored {len(x)} images: {n_flagged} flagged as anomalous "
-        f"({100 * n_flagged / len(x):.1f} %) → {out}"
+        f"scored {stream.count} images: {n_flagged} flagged as anomalous "
+        f"({100 * n_flagged / stream.count:.1f} %) → {out}"
     )
 
 
-def _write_csv_atomically(out: Path, predicted, scores, flags) -> None:  # type: ignore[no-untyped-def]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
+def _write_csv(out: Path, predicted, scores, flags, files: list[str] | None) -> None:  # type: ignore[no-untyped-def]
+    """The scores as CSV, written atomically (a file name column for folder input)."""
+    header = ["index", "predicted_class", "score", "is_anomaly"] + (["file"] if files else [])
     try:
-        with os.fdopen(fd, "w", newline="") as f:
+        with atomic_write(out) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["index", "predicted_class", "score", "is_anomaly"])
-            for i, (p, s, a) in enumerate(
-                zip(predicted.tolist(), scores.tolist(), flags.tolist(), strict=True)
-            ):
-                writer.writerow([i, p, f"{s:.8g}", int(a)])
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            writer.writerow(header)
+            rows = zip(predicted.tolist(), scores.tolist(), flags.tolist(), strict=True)
+            for i, (p, s, a) in enumerate(rows):
+                writer.writerow([i, p, f"{s:.8g}", int(a)] + ([files[i]] if files else []))
+    except OSError as e:
+        raise InvalidInputError(f"{out}: cannot write the scores ({e.strerror})") from None

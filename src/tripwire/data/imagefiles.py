@@ -9,8 +9,11 @@ torchvision's ``Resize`` on a PIL image.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,15 +47,35 @@ def read_member(archive: zipfile.ZipFile, member: str, origin: str) -> bytes:
         raise DataError(f"{origin}: cannot read {member} ({e}); the archive is corrupt") from None
 
 
+_UNREADABLE = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
+
+
+@contextlib.contextmanager
+def _no_bombs() -> Iterator[None]:
+    """Pillow's decompression-bomb warning (more than ``Image.MAX_IMAGE_PIXELS`` pixels) raised
+    as an error, as Pillow already does beyond twice that: such a file is refused, not decoded."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
 def decode(data: bytes | Path, origin: str, mode: str | None = None) -> Image.Image:
     """Decode an image (from bytes or a file), fully loaded, optionally converted to `mode`.
 
     `mode` is a Pillow mode, "L" (grey) or "RGB"; 16-bit and float images are scaled to 8 bits.
     """
     try:
-        img: Image.Image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
-        img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        with _no_bombs():
+            img: Image.Image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+            img.load()
+    except _UNREADABLE as e:
         raise DataError(f"{origin}: not a readable image ({e})") from None
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(img, dtype=np.float64)
@@ -71,9 +94,9 @@ def decode(data: bytes | Path, origin: str, mode: str | None = None) -> Image.Im
 def probe_mode(path: Path) -> str:
     """The Pillow mode of an image file, from its header only (cheap); `DataError` if unreadable."""
     try:
-        with Image.open(path) as img:
+        with _no_bombs(), Image.open(path) as img:
             return img.mode
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except _UNREADABLE as e:
         raise DataError(f"{path}: not a readable image ({e})") from None
 
 

@@ -21,7 +21,7 @@ from tripwire.progress import track
 
 logger = logging.getLogger(__name__)
 
-_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
 
 def load_npz(path: str | Path) -> ImageSet:
@@ -40,7 +40,8 @@ def load_npz(path: str | Path) -> ImageSet:
     return ImageSet(path.stem, images, labels, {"source": "user npz", "file": str(path)})
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly inside `folder`, sorted by name."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
@@ -63,10 +64,10 @@ def load_image_folder(path: str | Path, size: tuple[int, int] | None = None) -> 
         raise DataError(f"{folder}: folder not found")
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder")
-    files = _image_files(folder)
+    files = image_files(folder)
     classes: list[str] = []
     labels_list: list[int] = []
-    subs = sorted(p for p in folder.iterdir() if p.is_dir() and _image_files(p))
+    subs = sorted(p for p in folder.iterdir() if p.is_dir() and image_files(p))
     if files and subs:
         logger.warning(
             "%s: holds images and image sub-folders; reading only the %d images at the top level",
@@ -76,7 +77,7 @@ def load_image_folder(path: str | Path, size: tuple[int, int] | None = None) -> 
     elif not files:
         classes = [p.name for p in subs]
         for k, sub in enumerate(subs):
-            sub_files = _image_files(sub)
+            sub_files = image_files(sub)
             files += sub_files
             labels_list += [k] * len(sub_files)
     if not files:
@@ -85,7 +86,7 @@ def load_image_folder(path: str | Path, size: tuple[int, int] | None = None) -> 
             "folder and in its class sub-folders)"
         )
     modes = [probe_mode(f) for f in files]
-    mode = "L" if all(m in _GREY_MODES for m in modes) else "RGB"
+    mode = "L" if all(m in GREY_MODES for m in modes) else "RGB"
     arrays = []
     for f in track(files, f"reading {folder.name}"):
         im = decode(f, str(f), mode)
@@ -125,7 +126,7 @@ def load_user_data(path: str | Path, size: tuple[int, int] | None = None) -> Ima
     if p.is_dir():
         return load_image_folder(p, size)
     if p.suffix.lower() in IMAGE_SUFFIXES:
-        im = decode(p, str(p), "L" if probe_mode(p) in _GREY_MODES else "RGB")
+        im = decode(p, str(p), "L" if probe_mode(p) in GREY_MODES else "RGB")
         a = to_array(resize(im, size) if size is not None else im)
         t = torch.from_numpy(a.copy())
         t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None].contiguous()
