@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from tripwire.cli import app
 from tripwire.data import load_source
@@ -219,3 +219,42 @@ def test_float64_images_and_folders_score_like_uint8(fitted: Path, tmp_path: Pat
         assert [float(r["score"]) for r in rows[name]] == pytest.approx(
             [float(r["score"]) for r in rows["uint8"]], rel=1e-4, abs=1e-4
         )
+
+
+def _text(result: Result) -> str:
+    """The command's output with the terminal's line wrapping undone."""
+    return " ".join(result.output.split())
+
+
+def test_thresholds_come_from_images_the_model_never_trained_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fit = ["fit", "--model", "cnn-digits8", "--detector", "msp"]
+    # a named source: the validation half of its test split
+    named = runner.invoke(app, [*fit, "--data", "digits8", "--out", str(tmp_path / "a")])
+    assert named.exit_code == 0, named.output
+    assert "thresholds on 225 images of digits8-test[validation]" in _text(named)
+    assert not caplog.records
+    # a file of training images: a held-out share of it, with a warning that says what to do
+    train = load_source("digits8", "train")
+    x = (train.as_float()[:, 0].numpy() * 255).astype(np.uint8)
+    data = _npz(tmp_path / "train.npz", x)
+    from_file = runner.invoke(app, [*fit, "--data", str(data), "--out", str(tmp_path / "b")])
+    assert from_file.exit_code == 0, from_file.output
+    assert "thresholds on 135 images" in _text(from_file)
+    (warning,) = caplog.records
+    assert (
+        "model was trained on them" in warning.getMessage()
+        and "--calibration-data" in warning.getMessage()
+    )
+    caplog.clear()
+    # --calibration-data: every one of its images sets the thresholds, no warning
+    test = load_source("digits8", "test")
+    calib = _npz(tmp_path / "calib.npz", (test.as_float()[:300, 0].numpy() * 255).astype(np.uint8))
+    given = runner.invoke(
+        app,
+        [*fit, "--data", str(data), "--calibration-data", str(calib), "--out", str(tmp_path / "c")],
+    )
+    assert given.exit_code == 0, given.output
+    assert "on 1347 images" in _text(given) and "thresholds on 300 images" in _text(given)
+    assert not caplog.records

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tripwire.data import get_source, list_sources, load_source
+from tripwire.data.base import ImageSet, halve_test_split
 from tripwire.data.font_letters import LETTERS_KZ, render_letters
 from tripwire.data.photo_crops import crop_photos
 from tripwire.errors import DataError
@@ -189,5 +190,22 @@ def test_corrupt_omniglot_zip(tmp_path: Path) -> None:
 def test_unknown_source_and_split() -> None:
     with pytest.raises(DataError, match="known sources"):
         load_source("no-such-set")
-    with pytest.raises(DataError, match="no split"):
-        load_source("digits8", "validation")
+    with pytest.raises(DataError, match=r"no split 'holdout'; available: .*validation"):
+        load_source("digits8", "holdout")
+
+
+def test_validation_and_evaluation_are_fixed_disjoint_halves_of_test() -> None:
+    numbered = ImageSet("t", torch.arange(101, dtype=torch.float32).view(101, 1, 1, 1) / 101)
+    validation, evaluation = halve_test_split(numbered)
+    assert (validation.name, evaluation.name) == ("t[validation]", "t[evaluation]")
+    ids = [
+        set((part.images.flatten() * 101).round().int().tolist())
+        for part in (validation, evaluation)
+    ]
+    assert ids[0] | ids[1] == set(range(101)) and not ids[0] & ids[1]
+    assert abs(len(ids[0]) - len(ids[1])) <= 1
+    # a named source's halves are those of its test split, the same on every call
+    test = load_source("digits8", "test")
+    for split, part in zip(("validation", "evaluation"), halve_test_split(test), strict=True):
+        assert torch.equal(load_source("digits8", split).images, part.images)
+        assert torch.equal(load_source("digits8", split).require_labels(), part.require_labels())

@@ -67,3 +67,21 @@ def test_inputs_of_a_class_too_rare_to_fit_score_highest_and_finite() -> None:
     flagged = det.calibrate(model, val).flag(scores, predicted)
     assert bool(flagged[predicted == 2].all())
     assert float(flagged[predicted != 2].double().mean()) < 0.2
+
+
+def test_calibrate_takes_the_normalisation_constants_from_the_calibration_images() -> None:
+    model, train, val = trained_world()
+    det = UniformPlusDetector(layer="relu1", holdout_fraction=0.2).fit(model, train)
+    center_at_fit, scale_at_fit = det.center_.clone(), det.scale_.clone()
+    det.calibrate(model, val)
+    assert not torch.equal(det.center_, center_at_fit)
+    assert not torch.equal(det.scale_, scale_at_fit)
+    center, scale, thresholds = det.center_.clone(), det.scale_.clone(), det.thresholds_.clone()
+    # a fixed (seeded) halving: calibrating again on the same images changes nothing
+    det.calibrate(model, val)
+    assert torch.equal(det.center_, center) and torch.equal(det.scale_, scale)
+    assert torch.equal(det.thresholds_, thresholds)
+    # too few images to halve (< 40): the fit's constants stay, every image sets the thresholds
+    small = UniformPlusDetector(layer="relu1", holdout_fraction=0.2).fit(model, train)
+    small.calibrate(model, val.take(30, seed=0))
+    assert torch.equal(small.center_, center_at_fit) and torch.equal(small.scale_, scale_at_fit)

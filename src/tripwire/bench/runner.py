@@ -1,9 +1,10 @@
 """Running a benchmark suite: every registered detector against every anomaly set, per seed.
 
 For each model of the suite and each seed: the zoo model trained with that seed; detectors fitted
-(seeded) on ID training images and calibrated on a held-out part; the anomaly sets generated with
-that seed (cached on disk by `make_anomalies`); every detector scores the ID test images and each
-set. Each (model, seed, detector) appends its rows to ``results.jsonl`` and its scores to
+(seeded) on ID training images and calibrated on the validation half of the ID test split; the ID
+test images and the attacks' starting points from its evaluation half; the anomaly sets generated
+with that seed (cached on disk by `make_anomalies`); every detector scores the ID test images and
+each set. Each (model, seed, detector) appends its rows to ``results.jsonl`` and its scores to
 ``scores/``, so an interrupted run resumes where it stopped.
 """
 
@@ -302,10 +303,11 @@ def _run_one(
             train_if_missing=suite.train_models,
         )
         train = load_source(suite.id_source, "train", data_dir)
-        fit_part, calibration = train.take(sizes.fit + sizes.calibration, seed=seed).split(
-            sizes.calibration / (sizes.fit + sizes.calibration), seed=seed
-        )
-        id_test = load_source(suite.id_source, "test", data_dir).take(sizes.id_test, seed=seed)
+        fit_part = train.take(sizes.fit, seed=seed)
+        validation = load_source(suite.id_source, "validation", data_dir)
+        calibration = validation.take(sizes.calibration, seed=seed)
+        evaluation = load_source(suite.id_source, "evaluation", data_dir)
+        id_test = evaluation.take(sizes.id_test, seed=seed)
     with clock.step("anomaly sets"):
         sets = build_anomaly_sets(suite, model, id_test, sizes, seed, data_dir, cache_dir, fast)
     fit_anomalies = None

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import csv
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tripwire.cli import app
 from tripwire.cli.options import CACHE_DIR, DATA_DIR, PARAM, THREADS, parse_params, set_threads
-from tripwire.data import load_source
+from tripwire.data import get_source, load_source
 from tripwire.data.base import ImageSet
 from tripwire.data.stream import open_image_stream
 from tripwire.data.transforms import conform
@@ -25,6 +27,7 @@ from tripwire.models.reference import ModelReference
 from tripwire.paths import atomic_write
 
 console = Console()
+logger = logging.getLogger(__name__)
 
 
 def _model_option(default: str | None) -> Any:  # typer's OptionInfo, typed as the value
@@ -74,10 +77,20 @@ def fit_command(
         DEFAULT_DETECTOR, "--detector", help=f"One of: {', '.join(list_detectors())}."
     ),
     param: list[str] = PARAM,
+    calibration_data: str | None = typer.Option(
+        None,
+        "--calibration-data",
+        help="In-distribution images the model never trained on, for the thresholds: a source "
+        "name (its validation half, the fixed half of its test split that `tripwire bench` never "
+        "scores), an .npz or an image folder. Default: for a zoo model the images its recipe "
+        "keeps out of training, else the validation half of the --data source; for --data given "
+        "as a file or folder, a held-out share of it (with a warning: the model may have trained "
+        "on those).",
+    ),
     calibration_fraction: float = typer.Option(
         0.1,
-        help="Share of the data held out to set the per-class thresholds (unused with a zoo "
-        "model's own training data when its recipe keeps calibration images out of training).",
+        help="Share of --data held out for the thresholds when --data is a file or folder and "
+        "no --calibration-data is given.",
     ),
     tpr: float = typer.Option(0.95, help="Share of held-out ID inputs each threshold accepts."),
     seed: int = typer.Option(0, help="Seed of the calibration split (and the zoo model copy)."),
@@ -96,18 +109,9 @@ def fit_command(
     with writing(out):  # held from here: a second fit to --out stops before fitting
         ref = ModelReference(model, None if weights is None else str(weights), seed)
         net = ref.load(data_dir, cache_dir)
-        calib_set = None
-        if data is None:
-            if not ref.is_zoo:
-                raise InvalidInputError("--data is required for a model that is not in the zoo")
-            from tripwire.models.zoo import get_recipe, training_split
-
-            data = get_recipe(model).source
-            fit_set, calib_set = training_split(model, data_dir)  # images the model never saw
-        if calib_set is None:
-            fit_set, calib_set = _load_data(data, "train", data_dir).split(
-                calibration_fraction, seed=seed
-            )
+        fit_set, calib_set, data = _fit_and_calibration_sets(
+            ref, data, calibration_data, calibration_fraction, seed, data_dir
+        )
         det = create_detector(detector, **parse_params(param))
         anomalies = None
         if det.needs_anomalies:
@@ -125,12 +129,55 @@ def fit_command(
         det.save(out, key=key)
         seconds = time.perf_counter() - start
         console.print(
-            f"fitted [bold]{det.name}[/] for {model} on {len(fit_set)} images of {data}, "
-            f"thresholds on {len(calib_set)} held-out images ({seconds:.1f} s) → {out}"
+            f"fitted [bold]{det.name}[/] for {escape(model)} on {len(fit_set)} images of "
+            f"{escape(data)}, thresholds on {len(calib_set)} images of {escape(calib_set.name)} "
+            f"({seconds:.1f} s) → {escape(str(out))}"
         )
     choice = getattr(det, "layer_choice_", None)
     if choice is not None:
         console.print(_layer_choice_table(choice.criterion, choice.layer))
+
+
+def _fit_and_calibration_sets(
+    ref: ModelReference,
+    data: str | None,
+    calibration_data: str | None,
+    calibration_fraction: float,
+    seed: int,
+    data_dir: Path | None,
+) -> tuple[ImageSet, ImageSet, str]:
+    """(fit images, calibration images, the name of the fit data) for `tripwire fit`.
+
+    Calibration images must be ones the model never trained on (`Detector.calibrate`): the given
+    --calibration-data; else the images a zoo recipe keeps out of training; else the validation
+    half of a named source's test split; only for --data given as a file or folder a held-out
+    share of it, with a warning.
+    """
+    from tripwire.models.zoo import get_recipe, training_split
+
+    calib_set = None
+    if data is None:
+        if not ref.is_zoo:
+            raise InvalidInputError("--data is required for a model that is not in the zoo")
+        data = get_recipe(ref.name).source
+        fit_set, calib_set = training_split(ref.name, data_dir)  # held-out part, or None
+    else:
+        fit_set = _load_data(data, "train", data_dir)
+    if calibration_data is not None:
+        calib_set = _load_data(calibration_data, "validation", data_dir)
+    elif calib_set is None and not Path(data).exists() and "test" in get_source(data).splits:
+        calib_set = load_source(data, "validation", data_dir)
+    elif calib_set is None:
+        fit_set, calib_set = fit_set.split(calibration_fraction, seed=seed)
+        logger.warning(
+            "the thresholds are set on %d images held out of %s: if the model was trained on "
+            "them, it is more confident on them than on new inputs, and more than 1 − TPR of new "
+            "clean inputs will be flagged. Give --calibration-data: in-distribution images the "
+            "model never trained on.",
+            len(calib_set),
+            data,
+        )
+    return fit_set, calib_set, data
 
 
 def _layer_choice_table(criterion: dict[str, float], chosen: str, top: int = 10) -> Table:

@@ -180,7 +180,7 @@ class Source:
 
         if not self.needs_files:
             return True
-        alternatives = self.files.get(split)
+        alternatives = self.files.get("test" if split in TEST_HALVES else split)
         if not alternatives:
             return None
         root = resolve_data_dir(data_dir)
@@ -191,9 +191,38 @@ class Source:
         from tripwire.paths import data_dir as resolve_data_dir
 
         split = split or self.splits[0]
+        if split in TEST_HALVES and "test" in self.splits:
+            validation, evaluation = halve_test_split(
+                self.loader("test", resolve_data_dir(data_dir))
+            )
+            return validation if split == "validation" else evaluation
         if split not in self.splits:
-            raise DataError(f"{self.name}: no split {split!r}; available: {', '.join(self.splits)}")
+            available = [*self.splits, *(TEST_HALVES if "test" in self.splits else ())]
+            raise DataError(f"{self.name}: no split {split!r}; available: {', '.join(available)}")
         return self.loader(split, resolve_data_dir(data_dir))
+
+
+# The two fixed halves of every source's test split (see `halve_test_split`).
+TEST_HALVES = ("validation", "evaluation")
+TEST_HALVES_SEED = 20261203
+
+
+def halve_test_split(test: ImageSet) -> tuple[ImageSet, ImageSet]:
+    """(validation, evaluation): a source's test images cut once into two fixed halves.
+
+    Detectors need in-distribution images the model never trained on for their thresholds and
+    normalisation constants; the zoo models train on their whole training split, so the images
+    they have not seen are the test images. The *validation* half sets thresholds (and is where
+    detector settings may be chosen); the *evaluation* half is the only one the benchmark reports
+    score — as OpenOOD keeps an ID validation split apart from its ID test split. The cut is a
+    seeded permutation (seed `TEST_HALVES_SEED`), the same on every machine and in every run;
+    ``load_source(name, "validation")`` and ``load_source(name, "evaluation")`` load the halves.
+    """
+    evaluation, validation = test.split(0.5, seed=TEST_HALVES_SEED)
+    return (
+        validation.subset(slice(None), f"{test.name}[validation]"),
+        evaluation.subset(slice(None), f"{test.name}[evaluation]"),
+    )
 
 
 _SOURCES: dict[str, Source] = {}

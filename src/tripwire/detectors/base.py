@@ -23,7 +23,7 @@ import inspect
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -278,18 +278,33 @@ class Detector(ABC):
             verify_model: check that `model` has the weights the detector was fitted on
                 (`ModelMismatchError` otherwise); False for a model fine-tuned on purpose.
         """
+        scores, predicted = self._over_batches(
+            model, x, batch_size, verify_model, self._score_batch
+        )
+        return scores.to(torch.float64), predicted
+
+    def _over_batches(
+        self,
+        model: nn.Module,
+        x: ScoreInput,
+        batch_size: int,
+        verify_model: bool,
+        per_batch: Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`per_batch(model, batch)` → (values, predicted classes) over every batch of `x`, on
+        the model's device and dtype, model in eval mode; both gathered on the CPU."""
         self.check_fitted()
         if verify_model:
             self.verify_model(model)
         device, dtype = model_device(model), _float_dtype(model)
-        scores, predicted = [], []
+        values, predicted = [], []
         grad = torch.enable_grad() if self.needs_gradients else torch.no_grad()
         with eval_mode(model), grad:
             for xb in self._batches(x, batch_size):
-                s, p = self._score_batch(model, xb.to(device, dtype))
-                scores.append(s.detach().to("cpu", torch.float64))
+                v, p = per_batch(model, xb.to(device, dtype))
+                values.append(v.detach().cpu())
                 predicted.append(p.detach().cpu())
-        return torch.cat(scores), torch.cat(predicted)
+        return torch.cat(values), torch.cat(predicted)
 
     def score(
         self,
@@ -309,15 +324,27 @@ class Detector(ABC):
 
     # ------------------------------------------------------------------------------ thresholds
     def calibrate(self, model: nn.Module, id_val: DataLike, tpr: float = 0.95) -> Self:
-        """Store per-class thresholds accepting `tpr` of the held-out ID inputs of each class."""
+        """Store per-class thresholds accepting `tpr` of the held-out ID inputs of each class.
+
+        `id_val` must be in-distribution images the model did **not** train on: on its own
+        training images a model is more confident than on new inputs, and thresholds set there
+        flag more than 1 − `tpr` of new clean inputs."""
         if not 0.0 < tpr < 1.0:
             raise ValueError(f"tpr must be in (0, 1), got {tpr}")
-        scores, predicted = self.score_and_predict(model, id_val)
+        scores, predicted = self._calibration_scores(model, id_val)
         self.thresholds_ = class_thresholds(
             scores, predicted, self.num_classes_, tpr, unmodelled=self._unmodelled_classes()
         )
         self.calibration_tpr_ = tpr
         return self
+
+    def _calibration_scores(
+        self, model: nn.Module, id_val: DataLike
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scores and predicted classes the thresholds are set on: those of all of `id_val`.
+        A detector with normalisation constants fitted on ID data re-fits them here on a part of
+        `id_val` and returns the scores of the rest (see `UniformDetector`)."""
+        return self.score_and_predict(model, id_val)
 
     def flag(self, scores: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
         """Booleans (True = anomaly) from scores and predicted classes, using stored thresholds."""

@@ -10,8 +10,10 @@ turned so that higher = more anomalous):
            + β2 · (s_logit(x) − m_i^logit) / (M_i^logit − m_i^logit)
 
 with z the class-i standardised features and (m, M) the min and max of s over **held-out ID
-inputs** predicted as i (the paper took them over the evaluation scores themselves, which leaks
-the test set; that variant is `transductive_scores`, for reproducing its tables only). ν = 0.1,
+inputs** predicted as i — at `fit` a held-out part of the fit data, replaced at `calibrate` by
+half of the calibration images, which the model never trained on (the paper took them over the
+evaluation scores themselves, which leaks the test set; that variant is `transductive_scores`,
+for reproducing its tables only). ν = 0.1,
 γ = "scale", β1 = β2 = 0.5 as in the paper. Per-class thresholds τ_i come from `calibrate`.
 """
 
@@ -122,6 +124,23 @@ class UniformDetector(Detector):
         )
         raw, held_pred = self.raw_scores_of(model, held_set)
         self._fit_normalisation(raw, held_pred)
+
+    def _calibration_scores(
+        self, model: nn.Module, id_val: DataLike
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Re-fit the normalisation constants on a seeded half of the calibration images and
+        return the other half's scores for the thresholds: both then come from the images the
+        caller holds out (images the model never saw), not from the held-out part of the fit
+        data, which for most models is training data. With fewer than 40 calibration images the
+        constants of `fit` stay and every image sets the thresholds."""
+        raw, pred = self._over_batches(model, id_val, 256, True, self.raw_scores)
+        if len(raw) < 40:
+            return self._combine(raw, pred).to(torch.float64), pred
+        order = torch.randperm(len(raw), generator=torch.Generator().manual_seed(self.seed))
+        constants, thresholds = order[: len(raw) // 2], order[len(raw) // 2 :]
+        self._fit_normalisation(raw[constants], pred[constants])
+        scores = self._combine(raw[thresholds], pred[thresholds])
+        return scores.to(torch.float64), pred[thresholds]
 
     def _unmodelled_classes(self) -> torch.Tensor:
         """Classes whose SVMs were not fitted (fewer than 5 inputs predicted as them)."""

@@ -17,7 +17,8 @@ average also dilutes whichever part did see the anomaly. Here, for an input x pr
     z_k(x)           = (s_k(x) − m_{k,c}) / (q_{k,c} − m_{k,c}),
     g(x)             = Σ_k z_k(x)      (fusion "sum"; "lse": log Σ_k exp z_k; "max": max_k z_k),
 
-with m the median and q the `tail` quantile of s_k over held-out ID inputs predicted as c, so
+with m the median and q the `tail` quantile of s_k over held-out ID inputs predicted as c (half
+of the calibration images once `calibrate` has run; see `UniformDetector`), so
 that every component is on the same tail scale (z = 1 where it alone would flag 1 − tail of the
 ID inputs). Nothing is fitted on anomalies; the MDL is chosen as in `UniformDetector` (proxies
 made from ID images).
