@@ -149,3 +149,25 @@ def test_cost_table_shows_what_each_seeds_fit_chose(tmp_path: Path) -> None:
     uniform = next(line for line in text.splitlines() if line.startswith("| uniform | 1.0 |"))
     msp = next(line for line in text.splitlines() if line.startswith("| msp | 1.0 |"))
     assert uniform.endswith("| layer relu1 / pool1 |") and msp.endswith("| — |")
+
+
+def test_summary_json_and_the_flagged_table_recheck_every_number(tmp_path: Path) -> None:
+    rows = []
+    for seed, (auroc, flagged) in enumerate(((0.90, 0.04), (0.94, 0.10))):
+        for metric, value in (("auroc", auroc), ("tnr_at_tpr95", math.nan)):
+            row = _row(seed, "uniform", "omniglot", metric, value)
+            rows.append({**row, "id_flagged": flagged})
+    (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    text = write_report(get_suite("mnist-lenet"), tmp_path, "tripwire bench").read_text()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["suite"] == "mnist-lenet" and summary["seeds"] == [0, 1]
+    (auroc,) = [m for m in summary["metrics"] if m["metric"] == "auroc"]
+    assert auroc["model"] == "lenet-mnist" and auroc["detector"] == "uniform"
+    assert auroc["set"] == "omniglot" and auroc["n_seeds"] == 2
+    assert auroc["mean"] == pytest.approx(0.92) and auroc["sd"] == pytest.approx(0.02 * 2**0.5)
+    (tnr,) = [m for m in summary["metrics"] if m["metric"] == "tnr_at_tpr95"]
+    assert tnr["mean"] is None and tnr["n_seeds"] == 0  # NaN is null, not an invalid token
+    (flag,) = summary["id_flagged"]
+    assert flag["mean"] == pytest.approx(0.07) and flag["target"] == 0.05
+    # the report shows the same share per detector and marks it outside 5 ± 1 %
+    assert "| uniform | 7.00 ± 4.24 (outside 4–6) |" in text
