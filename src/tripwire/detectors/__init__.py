@@ -7,15 +7,20 @@ from tripwire.detectors import (  # noqa: F401  (registers)
     daain,
     elo,
     energy,
+    entropy,
     feature_response,
     fingerprints,
+    gen,
     kd_bu,
+    knn,
     lid,
     mahalanobis,
+    maxlogit,
     msp,
     odin,
     uniform,
     uniform_plus,
+    vim,
 )
 from tripwire.detectors.base import Detector, check_images
 from tripwire.detectors.feature_response import FeatureResponseDetector

@@ -1,0 +1,100 @@
+"""The classifier head of a model: its last linear layer, and that layer's input — the
+*penultimate features* h(x), with logits f(x) = W·h(x) + b.
+
+KNN (Sun et al. 2022), ViM (Wang et al. 2022) and other post-hoc detectors work on h(x) and, for
+ViM, on W and b. The head is the last `nn.Linear` the model registers; `penultimate_features`
+checks on the first batch that W·h + b reproduces the model's output, so a model whose output is
+not that layer's (a scaled or post-processed output) is refused with a clear message instead of
+being scored on the wrong features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from tripwire.errors import InvalidInputError
+from tripwire.features import eval_mode, model_device
+
+
+def classifier_head(model: nn.Module) -> tuple[str, nn.Linear]:
+    """(name, module) of the last `nn.Linear` registered in `model`.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+        >>> classifier_head(net)[0]
+        '3'
+    """
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise InvalidInputError(
+            "the model has no nn.Linear layer, so it has no penultimate features for this "
+            "detector; choose a detector that works on logits or named layers"
+        )
+    return linears[-1]
+
+
+class PenultimateTap:
+    """A forward pre-hook on the classifier head keeping its input (flattened to N×D) of the
+    last forward. Use as a context manager; the hook is removed on exit."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.name, self.head = classifier_head(model)
+        self.features: torch.Tensor | None = None
+        self._handle: torch.utils.hooks.RemovableHandle | None = None
+
+    def _hook(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        self.features = inputs[0].flatten(1)
+
+    def __enter__(self) -> PenultimateTap:
+        self._handle = self.head.register_forward_pre_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def forward(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(penultimate features N×D, logits N×K) of one batch, in the caller's grad mode."""
+        self.features = None
+        logits = model(x)
+        if self.features is None:
+            raise InvalidInputError(
+                f"the model's last nn.Linear ({self.name!r}) did not run in forward; it is not "
+                "the classifier head"
+            )
+        return self.features, logits
+
+
+def penultimate_features(
+    model: nn.Module, batches: Iterable[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(penultimate features N×D, logits N×K) over `batches`, on the CPU (eval mode, no grad).
+
+    Raises `InvalidInputError` when the head's output is not the model's output.
+    """
+    device = model_device(model)
+    features, logits = [], []
+    with eval_mode(model), torch.no_grad(), PenultimateTap(model) as tap:
+        for i, x in enumerate(batches):
+            h, f = tap.forward(model, x.to(device))
+            if i == 0:
+                check_head_output(tap.head, h, f, tap.name)
+            features.append(h.cpu())
+            logits.append(f.cpu())
+    if not logits:
+        raise InvalidInputError("no inputs to extract features from")
+    return torch.cat(features), torch.cat(logits)
+
+
+def check_head_output(head: nn.Linear, h: torch.Tensor, logits: torch.Tensor, name: str) -> None:
+    """Raise `InvalidInputError` unless head(h) equals the model's `logits`."""
+    if logits.ndim != 2 or not torch.allclose(head(h), logits, rtol=1e-4, atol=1e-4):
+        raise InvalidInputError(
+            f"the model's output is not that of its last nn.Linear ({name!r}), so its "
+            "penultimate features are not known; wrap the model so that forward ends with that "
+            "layer"
+        )
