@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tiny_world import trained_world, with_a_rare_class
-from tripwire.detectors import UniformPlusDetector
+from tripwire.detectors import Detector, UniformPlusDetector, create_detector
 from tripwire.detectors.uniform_plus import neg_log_max_softmax, neg_logit_margin
 
 
@@ -81,7 +81,31 @@ def test_calibrate_takes_the_normalisation_constants_from_the_calibration_images
     det.calibrate(model, val)
     assert torch.equal(det.center_, center) and torch.equal(det.scale_, scale)
     assert torch.equal(det.thresholds_, thresholds)
-    # too few images to halve (< 40): the fit's constants stay, every image sets the thresholds
+    # too few images to halve (< 40 a class): the fit's constants stay, all set the thresholds
     small = UniformPlusDetector(layer="relu1", holdout_fraction=0.2).fit(model, train)
     small.calibrate(model, val.take(30, seed=0))
     assert torch.equal(small.center_, center_at_fit) and torch.equal(small.scale_, scale_at_fit)
+
+
+def test_penultimate_views_equal_the_standalone_detectors_and_sum_plus_is_one_sided(
+    tmp_path,
+) -> None:
+    model, train, val = trained_world()
+    extras = ("msp", "margin", "vim", "knn")
+    det = UniformPlusDetector(layer="relu1", extras=extras, fusion="sum+", holdout_fraction=0.2)
+    det.fit(model, train).calibrate(model, val)
+    raw, pred = det.raw_scores_of(model, val)
+    # the views are the ViM and KNN detectors' scores, fitted on the same (fit-part) images
+    fit_part, _ = train.split(0.2, seed=0)
+    vim = create_detector("vim").fit(model, fit_part)
+    knn = create_detector("knn", k=50).fit(model, fit_part)
+    torch.testing.assert_close(raw[:, 4].double(), vim.score(model, val), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(raw[:, 5].double(), knn.score(model, val), rtol=1e-5, atol=1e-6)
+    # sum+: only the views that find an input atypical (z > 0) add to its score
+    z = (raw - det.center_[pred]) / det.scale_[pred]
+    expected = z.clamp_min(0).sum(dim=1).double()
+    torch.testing.assert_close(det.score(model, val), expected, rtol=1e-5, atol=1e-6)
+    assert float(z.min()) < 0  # there are typical views, and they did not subtract
+    det.save(tmp_path / "det")
+    loaded = Detector.load(tmp_path / "det")
+    assert torch.equal(loaded.score(model, val), det.score(model, val))

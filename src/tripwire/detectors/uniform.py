@@ -19,6 +19,7 @@ for reproducing its tables only). ν = 0.1,
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,7 @@ from tripwire.detectors.proxies import make_proxies
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import ModelMismatchError
 from tripwire.features import POOLINGS, LayerTap, Pooling, extract_features, model_device
+from tripwire.head import PenultimateTap
 
 
 @register_detector
@@ -131,10 +133,13 @@ class UniformDetector(Detector):
         """Re-fit the normalisation constants on a seeded half of the calibration images and
         return the other half's scores for the thresholds: both then come from the images the
         caller holds out (images the model never saw), not from the held-out part of the fit
-        data, which for most models is training data. With fewer than 40 calibration images the
-        constants of `fit` stay and every image sets the thresholds."""
+        data, which for most models is training data. With fewer than 40 calibration images per
+        class (20 per class in each half) the constants of `fit` stay and every image sets the
+        thresholds: per-class thresholds from a handful of images vary more than the constants
+        gain (on the 269 calibration digits of `cnn-digits8`, halving raised the clean test
+        digits flagged by `uniform-plus` from 5.3 % to 7.8 %)."""
         raw, pred = self._over_batches(model, id_val, 256, True, self.raw_scores)
-        if len(raw) < 40:
+        if len(raw) < 40 * self.num_classes_:
             return self._combine(raw, pred).to(torch.float64), pred
         order = torch.randperm(len(raw), generator=torch.Generator().manual_seed(self.seed))
         constants, thresholds = order[: len(raw) // 2], order[len(raw) // 2 :]
@@ -195,9 +200,11 @@ class UniformDetector(Detector):
 
         `x` must be a valid batch on the model's device; runs in whatever grad/mode the caller set.
         """
-        with LayerTap(model, [self.layer_], self.pooling) as tap:
+        head = PenultimateTap(model) if self._needs_penultimate() else contextlib.nullcontext()
+        with LayerTap(model, [self.layer_], self.pooling) as tap, head as head_tap:
             logits = model(x)
         pred = logits.argmax(dim=1)
+        penultimate = None if head_tap is None else head_tap.features
         mdl = tap.outputs[self.layer_]
         if mdl.shape[1] != self.svm_mdl_.mean.shape[1]:
             raise ModelMismatchError(
@@ -213,7 +220,8 @@ class UniformDetector(Detector):
             features, torch.cat([pred, pred + self.num_classes_]), self.log_domain_scores
         )
         s_mdl, s_logit = both.view(2, -1)
-        return torch.stack([s_mdl, s_logit, *self._extra_components(logits)], dim=1), pred
+        extras = self._extra_components(logits, penultimate)
+        return torch.stack([s_mdl, s_logit, *extras], dim=1), pred
 
     def _svm_pair(self) -> ClassConditionalOCSVM:
         """The MDL and logit SVM banks stacked into one (built once, on first use)."""
@@ -223,9 +231,20 @@ class UniformDetector(Detector):
             pair = self._svm_pair_cache = (self.svm_mdl_, self.svm_logit_, both)
         return pair[2]
 
-    def _extra_components(self, logits: torch.Tensor) -> list[torch.Tensor]:
-        """Further raw scores computed from the logits (none for the paper's detector)."""
+    def _extra_components(
+        self, logits: torch.Tensor, penultimate: torch.Tensor | None
+    ) -> list[torch.Tensor]:
+        """Further raw scores from the logits and, where `_needs_penultimate`, the penultimate
+        features (none for the paper's detector)."""
         return []
+
+    def _n_extra_components(self) -> int:
+        """How many columns `_extra_components` adds."""
+        return 0
+
+    def _needs_penultimate(self) -> bool:
+        """Whether `_extra_components` needs the penultimate features (`tripwire.head`)."""
+        return False
 
     def _score_batch(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raw, pred = self.raw_scores(model, x)
@@ -268,7 +287,7 @@ class UniformDetector(Detector):
                 raise ValueError(f"{name} holds {bank.mean.shape[0]} classes, not {k}")
         if self.svm_logit_.mean.shape[1] != k:
             raise ValueError(f"svm_logit is fitted on {self.svm_logit_.mean.shape[1]} logits")
-        width = 2 + len(self._extra_components(torch.zeros(1, k)))
+        width = 2 + self._n_extra_components()
         for name, t in self._normalisation_tensors().items():
             if t.shape != (k, width) or not t.is_floating_point() or not t.isfinite().all():
                 raise ValueError(f"{name}: expected finite floats of shape ({k}, {width})")

@@ -34,15 +34,24 @@ ties go to the largest worst-case slack). See docs/benchmarks.md, "Beyond the pa
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+from torch import nn
 
+from tripwire.data.base import ImageSet
+from tripwire.detectors.fileformat import state_field
+from tripwire.detectors.knn import kth_neighbour_distance
 from tripwire.detectors.registry import register_detector
 from tripwire.detectors.uniform import UniformDetector
+from tripwire.detectors.vim import ViMState
+from tripwire.errors import ModelMismatchError
 from tripwire.features import Pooling
+from tripwire.head import classifier_head, penultimate_features
 
 FUSIONS = {
-    "sum": lambda z: z.sum(dim=1),  # evidence added up
+    "sum+": lambda z: z.clamp_min(0.0).sum(dim=1),  # evidence added up; typical views add 0
+    "sum": lambda z: z.sum(dim=1),  # evidence added up, typical views subtract
     "lse": lambda z: torch.logsumexp(z, dim=1),  # soft maximum: the top view, more if several
     "max": lambda z: z.amax(dim=1),  # as anomalous as the most anomalous view
 }
@@ -62,6 +71,11 @@ def neg_logit_margin(logits: torch.Tensor) -> torch.Tensor:
 
 
 EXTRAS = {"msp": neg_log_max_softmax, "margin": neg_logit_margin}
+# Components computed from the penultimate features (`tripwire.head`), with state fitted on the
+# ID fit images: ViM's score (Wang et al. 2022) and the distance to the 50th nearest normalised
+# feature (Sun et al. 2022, their CIFAR-10 k).
+PENULTIMATE_EXTRAS = ("vim", "knn")
+KNN_K = 50
 
 
 @register_detector
@@ -116,14 +130,50 @@ class UniformPlusDetector(UniformDetector):
             raise ValueError(f"tail must be in (0.5, 1), got {self.tail}")
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {sorted(FUSIONS)}, got {self.fusion!r}")
-        unknown = [e for e in self.extras if e not in EXTRAS]
+        known = [*EXTRAS, *PENULTIMATE_EXTRAS]
+        unknown = [e for e in self.extras if e not in known]
         if unknown or len(set(self.extras)) != len(self.extras):
-            raise ValueError(
-                f"extras must be distinct names from {sorted(EXTRAS)}, got {self.extras}"
-            )
+            raise ValueError(f"extras must be distinct names from {known}, got {self.extras}")
 
-    def _extra_components(self, logits: torch.Tensor) -> list[torch.Tensor]:
-        return [EXTRAS[name](logits) for name in self.extras]
+    def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
+        if self._needs_penultimate():
+            fit_set, _ = data.split(self.holdout_fraction, seed=self.seed)  # as the SVMs'
+            h, logits = penultimate_features(model, fit_set.batches(512))
+            if "vim" in self.extras:
+                self.vim_ = ViMState.fit(h, logits, classifier_head(model)[1], None)
+            if "knn" in self.extras:
+                if len(h) < KNN_K:
+                    raise ValueError(f"the knn view needs ≥ {KNN_K} fit images, got {len(h)}")
+                self.knn_bank_ = nn.functional.normalize(h.double(), dim=1)
+        super()._fit(model, data, anomalies)
+
+    def _needs_penultimate(self) -> bool:
+        return any(e in PENULTIMATE_EXTRAS for e in self.extras)
+
+    def _n_extra_components(self) -> int:
+        return len(self.extras)
+
+    def _extra_components(
+        self, logits: torch.Tensor, penultimate: torch.Tensor | None
+    ) -> list[torch.Tensor]:
+        out = []
+        for name in self.extras:
+            if name in EXTRAS:
+                out.append(EXTRAS[name](logits))
+                continue
+            assert penultimate is not None  # raw_scores taps the head when these are asked for
+            if name == "vim":
+                out.append(self.vim_.score(penultimate, logits).to(logits.dtype))
+            else:
+                if penultimate.shape[1] != self.knn_bank_.shape[1]:
+                    raise ModelMismatchError(
+                        f"the model gives {penultimate.shape[1]} penultimate features; the knn "
+                        f"view was fitted on {self.knn_bank_.shape[1]}"
+                    )
+                z = nn.functional.normalize(penultimate.double(), dim=1)
+                bank = self.knn_bank_.to(z.device)
+                out.append(kth_neighbour_distance(z, bank, KNN_K).to(logits.dtype))
+        return out
 
     def _fit_normalisation(self, raw: torch.Tensor, pred: torch.Tensor) -> None:
         """Per class and component: median and `tail` quantile of held-out ID raw scores (classes
@@ -151,3 +201,30 @@ class UniformPlusDetector(UniformDetector):
 
     def _set_normalisation(self, tensors: dict[str, torch.Tensor]) -> None:
         self.center_, self.scale_ = tensors["center"], tensors["scale"]
+
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        out = super()._state_tensors()
+        if "vim" in self.extras:
+            out.update(self.vim_.tensors("vim."))
+        if "knn" in self.extras:
+            out["knn.bank"] = self.knn_bank_
+        return out
+
+    def _state_meta(self) -> dict[str, Any]:
+        meta = super()._state_meta()
+        if "vim" in self.extras:
+            meta["vim_alpha"] = self.vim_.alpha
+        return meta
+
+    def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        super()._set_state(tensors, meta)
+        if "vim" in self.extras:
+            alpha = state_field(meta, "vim_alpha", float)
+            self.vim_ = ViMState.restore(tensors, "vim.", alpha)
+        if "knn" in self.extras:
+            bank = tensors["knn.bank"]
+            if bank.ndim != 2 or bank.dtype != torch.float64 or len(bank) < KNN_K:
+                raise ValueError(f"knn.bank must be float64 with ≥ {KNN_K} rows")
+            if not bool(torch.isfinite(bank).all()):
+                raise ValueError("knn.bank has non-finite entries")
+            self.knn_bank_ = bank

@@ -18,6 +18,7 @@ of the width (``dim=None``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,6 +30,74 @@ from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import InvalidInputError, ModelMismatchError
 from tripwire.head import PenultimateTap, classifier_head, penultimate_features
+
+
+@dataclass(frozen=True)
+class ViMState:
+    """What ViM learns: the origin o, the residual basis P (D × (D − dim)) and the scale α."""
+
+    origin: torch.Tensor
+    residual: torch.Tensor
+    alpha: float
+
+    @classmethod
+    def fit(
+        cls, h: torch.Tensor, logits: torch.Tensor, head: nn.Linear, dim: int | None
+    ) -> ViMState:
+        """From the penultimate features `h` and `logits` of the ID fit images and the head."""
+        width = h.shape[1]
+        dim = width // 2 if dim is None else dim
+        if not 0 < dim < width:
+            raise ValueError(f"dim must lie in [1, {width - 1}] for {width} features, got {dim}")
+        w = head.weight.detach().double().cpu()
+        b = torch.zeros(len(w), dtype=torch.float64) if head.bias is None else head.bias
+        origin = -(torch.linalg.pinv(w) @ b.detach().double().cpu())
+        centred = h.double() - origin
+        _, vectors = torch.linalg.eigh(centred.T @ centred / len(centred))  # ascending
+        residual = vectors[:, : width - dim].contiguous()  # beyond the `dim` largest
+        norms = (centred @ residual).norm(dim=1)
+        alpha = float(logits.double().amax(dim=1).sum() / norms.sum().clamp_min(1e-12))
+        if not alpha > 0:
+            raise InvalidInputError(
+                "ViM scales its virtual logit by the ID inputs' mean maximum logit, which is not "
+                "positive for this model"
+            )
+        return cls(origin, residual, alpha)
+
+    @property
+    def dim(self) -> int:
+        """The principal dimension."""
+        return self.residual.shape[0] - self.residual.shape[1]
+
+    def score(self, h: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """s = α ‖Pᵀ (h − o)‖ − logsumexp(logits), in float64, on `h`'s device."""
+        if h.shape[1] != len(self.origin):
+            raise ModelMismatchError(
+                f"the model gives {h.shape[1]} penultimate features; ViM was fitted on "
+                f"{len(self.origin)}"
+            )
+        centred = h.double() - self.origin.to(h.device)
+        virtual = self.alpha * (centred @ self.residual.to(h.device)).norm(dim=1)
+        return virtual - torch.logsumexp(logits.double(), dim=1)
+
+    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The tensors to store, named under `prefix`."""
+        return {f"{prefix}origin": self.origin, f"{prefix}residual": self.residual}
+
+    @classmethod
+    def restore(cls, tensors: dict[str, torch.Tensor], prefix: str, alpha: float) -> ViMState:
+        """Inverse of `tensors` (+ the stored α); ValueError where the parts do not fit."""
+        origin, residual = tensors[f"{prefix}origin"], tensors[f"{prefix}residual"]
+        width = len(origin)
+        if origin.ndim != 1 or residual.ndim != 2 or residual.shape[0] != width:
+            raise ValueError(
+                f"ViM origin {tuple(origin.shape)} and residual {tuple(residual.shape)} do not fit"
+            )
+        if not 0 < residual.shape[1] < width:
+            raise ValueError(f"ViM residual width {residual.shape[1]} not in [1, {width - 1}]")
+        if not all(bool(torch.isfinite(t).all()) for t in (origin, residual)) or not alpha > 0:
+            raise ValueError("ViM state has non-finite entries or α ≤ 0")
+        return cls(origin, residual, alpha)
 
 
 @register_detector
@@ -55,57 +124,18 @@ class ViMDetector(Detector):
 
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
         h, logits = penultimate_features(model, data.batches(512))
-        width = h.shape[1]
-        dim = width // 2 if self.dim is None else self.dim
-        if not 0 < dim < width:
-            raise ValueError(f"dim must lie in [1, {width - 1}] for {width} features, got {dim}")
-        head = classifier_head(model)[1]
-        w = head.weight.detach().double().cpu()
-        b = torch.zeros(len(w), dtype=torch.float64) if head.bias is None else head.bias
-        self.origin_ = -(torch.linalg.pinv(w) @ b.detach().double().cpu())
-        centred = h.double() - self.origin_
-        _, vectors = torch.linalg.eigh(centred.T @ centred / len(centred))  # ascending
-        self.residual_ = vectors[:, : width - dim].contiguous()  # beyond the `dim` largest
-        self.dim_ = dim
-        residual = (centred @ self.residual_).norm(dim=1)
-        self.alpha_ = float(logits.double().amax(dim=1).sum() / residual.sum().clamp_min(1e-12))
-        if not self.alpha_ > 0:
-            raise InvalidInputError(
-                "ViM scales its virtual logit by the ID inputs' mean maximum logit, which is not "
-                "positive for this model"
-            )
+        self.vim_ = ViMState.fit(h, logits, classifier_head(model)[1], self.dim)
 
     def _score_batch(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with PenultimateTap(model) as tap:
             h, logits = tap.forward(model, x)
-        if h.shape[1] != len(self.origin_):
-            raise ModelMismatchError(
-                f"the model gives {h.shape[1]} penultimate features; the detector was fitted on "
-                f"{len(self.origin_)}"
-            )
-        centred = h.double() - self.origin_.to(h.device)
-        virtual = self.alpha_ * (centred @ self.residual_.to(h.device)).norm(dim=1)
-        return virtual - torch.logsumexp(logits.double(), dim=1), logits.argmax(dim=1)
+        return self.vim_.score(h, logits), logits.argmax(dim=1)
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
-        return {"origin": self.origin_, "residual": self.residual_}
+        return self.vim_.tensors("")
 
     def _state_meta(self) -> dict[str, Any]:
-        return {"alpha": self.alpha_, "dim": self.dim_}
+        return {"alpha": self.vim_.alpha}
 
     def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.origin_, self.residual_ = tensors["origin"], tensors["residual"]
-        self.alpha_ = state_field(meta, "alpha", float)
-        self.dim_ = state_field(meta, "dim", int)
-
-    def _check_state(self) -> None:
-        width = len(self.origin_)
-        if self.origin_.ndim != 1 or self.residual_.shape != (width, width - self.dim_):
-            raise ValueError(
-                f"origin {tuple(self.origin_.shape)} and residual {tuple(self.residual_.shape)} "
-                f"do not fit dim = {self.dim_}"
-            )
-        if not all(bool(torch.isfinite(t).all()) for t in (self.origin_, self.residual_)):
-            raise ValueError("non-finite entries in the state")
-        if not self.alpha_ > 0:
-            raise ValueError(f"alpha must be positive, got {self.alpha_}")
+        self.vim_ = ViMState.restore(tensors, "", state_field(meta, "alpha", float))
