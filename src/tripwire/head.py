@@ -31,7 +31,7 @@ def classifier_head(model: nn.Module) -> tuple[str, nn.Linear]:
     if not linears:
         raise InvalidInputError(
             "the model has no nn.Linear layer, so it has no penultimate features for this "
-            "detector; choose a detector that works on logits or named layers"
+            "detector; choose one that works on logits or named layers (e.g. uniform-plus)"
         )
     return linears[-1]
 

@@ -19,6 +19,7 @@ from tripwire.detectors import (  # noqa: F401  (registers)
     msp,
     odin,
     uniform,
+    uniform_fusion,
     uniform_plus,
     vim,
 )
@@ -33,6 +34,7 @@ from tripwire.detectors.registry import (
     register_detector,
 )
 from tripwire.detectors.uniform import UniformDetector
+from tripwire.detectors.uniform_fusion import UniformFusionDetector
 from tripwire.detectors.uniform_plus import UniformPlusDetector
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "FeatureResponseDetector",
     "FingerprintDetector",
     "UniformDetector",
+    "UniformFusionDetector",
     "UniformPlusDetector",
     "check_images",
     "create_detector",

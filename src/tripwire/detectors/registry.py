@@ -18,10 +18,11 @@ D = TypeVar("D", bound=type[Detector])
 
 _DETECTORS: dict[str, type[Detector]] = {}
 
-# What `tripwire fit` uses without --detector: the paper's detector plus a confidence view,
-# chosen on validation anomalies only (docs/benchmarks.md, "Beyond the paper"). The paper's
-# recipe stays available as "uniform".
-DEFAULT_DETECTOR = "uniform-plus"
+# What `tripwire fit` uses without --detector: the paper's views plus confidence and ViM views,
+# fused one-sidedly, chosen on validation data only (docs/benchmarks.md, "A default for
+# natural-image CNNs"). The paper's recipe stays available as "uniform", the previous default
+# as "uniform-plus".
+DEFAULT_DETECTOR = "uniform-fusion"
 
 
 def register_detector(cls: D) -> D:
