@@ -29,7 +29,7 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = runner.invoke(app, ["fit", "--model", "cnn-digits8", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "layer choice" in result.output
-    assert "1078 images of digits8, thresholds on 269" in result.output  # 269: never trained on
+    assert "1078 images of digits8, thresholds on 269" in _text(result)  # 269: never trained on
     return out
 
 
