@@ -1,5 +1,6 @@
 """The uniform detector's one-class SVMs plus two confidence terms, each standardised on held-out
-ID data of the predicted class, then added up — tripwire's default detector (issue 9).
+ID data of the predicted class, then added up — tripwire's previous default; `uniform-fusion`
+(the default now) is this detector with a ViM view and the one-sided fusion ``"sum+"``.
 
 Why: the paper's fused score loses to plain max-softmax where only the logits see the anomaly
 (CW, DeepFool, OOD sets that look like digits), to ODIN on near-OOD, and to multi-layer density
@@ -86,11 +87,14 @@ class UniformPlusDetector(UniformDetector):
         layer, nu, gamma, holdout_fraction, max_per_class, seed: as `UniformDetector`.
         pooling: MDL reduction: ``"meanstd"`` (channel means and spreads, default), ``"mean"``
             (the paper's channel means), ``"max"``.
-        extras: components computed from the logits besides the two SVMs: ``"msp"``
-            (−log max-softmax) and/or ``"margin"`` (mean logit − max logit); ``()`` for none.
+        extras: components besides the two SVMs: from the logits ``"msp"`` (−log max-softmax)
+            and ``"margin"`` (mean logit − max logit); from the penultimate features
+            (`tripwire.head`) ``"vim"`` (ViM's score, Wang et al. 2022) and ``"knn"`` (distance
+            to the 50th nearest normalised fit feature, Sun et al. 2022); ``()`` for none.
         tail: the ID quantile q that each component's scale is taken at (z = 1 there).
-        fusion: ``"sum"`` (default), ``"lse"`` (log-sum-exp, a soft maximum) or ``"max"`` of the
-            standardised components.
+        fusion: ``"sum"`` (default), ``"sum+"`` (Σ max(z, 0): only atypical components
+            count), ``"lse"`` (log-sum-exp, a soft maximum) or ``"max"`` of the standardised
+            components.
 
     Example:
         >>> det = UniformPlusDetector().fit(model, train).calibrate(model, val)  # doctest: +SKIP
