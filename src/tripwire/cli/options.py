@@ -22,8 +22,8 @@ THREADS = typer.Option(
     None,
     "--threads",
     min=1,
-    help="torch CPU threads (default: torch's own). On a busy shared machine 1 is much faster: "
-    "small ops no longer wait for a second thread.",
+    help="torch CPU threads (default: torch's own). Where other jobs share the CPUs, 1 is often "
+    "faster: small operations then never wait for a busy second thread.",
 )
 
 

@@ -11,10 +11,8 @@ and expected by users.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from tripwire.data.base import ImageSet
-from tripwire.detectors.base import Detector
+from tripwire.detectors.logit_score import LogitScoreDetector
 from tripwire.detectors.registry import register_detector
 
 
@@ -24,7 +22,7 @@ def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
 
 
 @register_detector
-class EnergyDetector(Detector):
+class EnergyDetector(LogitScoreDetector):
     """Free energy −T·logsumexp(f(x)/T) of the logits (Liu et al. 2020).
 
     Args:
@@ -44,9 +42,5 @@ class EnergyDetector(Detector):
         if not self.temperature > 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
 
-    def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
-        pass
-
-    def _score_batch(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(x)
-        return energy(logits, self.temperature), logits.argmax(dim=1)
+    def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return energy(logits, self.temperature)

@@ -9,10 +9,8 @@ e.g. by Hendrycks et al. 2019 and OpenOOD):
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from tripwire.data.base import ImageSet
-from tripwire.detectors.base import Detector
+from tripwire.detectors.logit_score import LogitScoreDetector
 from tripwire.detectors.registry import register_detector
 
 
@@ -23,7 +21,7 @@ def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 @register_detector
-class EntropyDetector(Detector):
+class EntropyDetector(LogitScoreDetector):
     """Entropy of the predicted class distribution.
 
     Example:
@@ -36,9 +34,5 @@ class EntropyDetector(Detector):
     def __init__(self) -> None:
         pass
 
-    def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
-        pass
-
-    def _score_batch(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(x)
-        return softmax_entropy(logits), logits.argmax(dim=1)
+    def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return softmax_entropy(logits)

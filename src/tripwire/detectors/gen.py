@@ -10,10 +10,8 @@ over the M largest probabilities (higher = more anomalous). γ = 0.1 and M = 100
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from tripwire.data.base import ImageSet
-from tripwire.detectors.base import Detector
+from tripwire.detectors.logit_score import LogitScoreDetector
 from tripwire.detectors.registry import register_detector
 
 
@@ -25,7 +23,7 @@ def generalised_entropy(logits: torch.Tensor, gamma: float = 0.1, top: int = 100
 
 
 @register_detector
-class GENDetector(Detector):
+class GENDetector(LogitScoreDetector):
     """Generalised entropy of the top-M softmax probabilities (Liu et al. 2023).
 
     Args:
@@ -49,9 +47,5 @@ class GENDetector(Detector):
         if isinstance(self.top, bool) or not isinstance(self.top, int) or self.top < 1:
             raise ValueError(f"top must be a positive integer, got {self.top!r}")
 
-    def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
-        pass
-
-    def _score_batch(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(x)
-        return generalised_entropy(logits, self.gamma, self.top), logits.argmax(dim=1)
+    def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return generalised_entropy(logits, self.gamma, self.top)

@@ -10,15 +10,13 @@ normalises away. Nothing is learned.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from tripwire.data.base import ImageSet
-from tripwire.detectors.base import Detector
+from tripwire.detectors.logit_score import LogitScoreDetector
 from tripwire.detectors.registry import register_detector
 
 
 @register_detector
-class MaxLogitDetector(Detector):
+class MaxLogitDetector(LogitScoreDetector):
     """Negative maximum logit (Hendrycks et al. 2022).
 
     Example:
@@ -31,9 +29,5 @@ class MaxLogitDetector(Detector):
     def __init__(self) -> None:
         pass
 
-    def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
-        pass
-
-    def _score_batch(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(x)
-        return -logits.double().amax(dim=1), logits.argmax(dim=1)
+    def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return -logits.double().amax(dim=1)

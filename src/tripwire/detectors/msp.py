@@ -9,10 +9,8 @@ Out-of-Distribution Examples in Neural Networks" (ICLR 2017), the "baseline" of 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from tripwire.data.base import ImageSet
-from tripwire.detectors.base import Detector
+from tripwire.detectors.logit_score import LogitScoreDetector
 from tripwire.detectors.registry import register_detector
 
 
@@ -22,7 +20,7 @@ def max_softmax(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
 
 
 @register_detector
-class MSPDetector(Detector):
+class MSPDetector(LogitScoreDetector):
     """1 − max softmax probability (Hendrycks & Gimpel 2017).
 
     Example:
@@ -35,9 +33,5 @@ class MSPDetector(Detector):
     def __init__(self) -> None:
         pass
 
-    def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
-        pass
-
-    def _score_batch(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(x)
-        return 1.0 - max_softmax(logits), logits.argmax(dim=1)
+    def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return 1.0 - max_softmax(logits)
