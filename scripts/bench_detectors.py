@@ -8,6 +8,10 @@ CIFAR suites' value; the model must be stored or trained: it is never trained he
 forward_time / score_time is the "fraction of bare forward throughput" (≥ 0.5 required for
 non-gradient detectors). Times are the median of `--repeats` runs, forward and detector
 interleaved so CPU contention hits both alike.
+With ``--shared-features`` the fit images' logits and penultimate features are extracted once
+(time and peak RSS printed) and every `FeatureDetector` is fitted on them with `fit_features`, as
+`tripwire bench` does; its "fit s" is then the `fit_features` time alone. Scoring is always the
+full `score(model, x)` path, forward pass included.
 A detector may carry hyper-parameters, ``name:key=value,key=value`` (values parsed as JSON when
 they can be, e.g. ``mahalanobis:epsilon=0.0014`` or ``kd_bu:max_per_class=1000``). The 1-minute
 load average is printed with each row.
@@ -23,11 +27,15 @@ Usage:
         --kd-validation 0 3000 2000 1000 500          # 0 = all (the paper)
     TRIPWIRE_DATA=../shared/data .venv/bin/python scripts/bench_detectors.py \
         --model resnet-cifar10 --fit-size 10000 --test-size 2000 msp energy uniform uniform-plus
+    TRIPWIRE_DATA=../shared/data .venv/bin/python scripts/bench_detectors.py --threads 1 \
+        --model resnet-cifar10 --fit-size 50000 --test-size 2000 --shared-features \
+        knn vim rmds react ash-b ash-s scale fdbd nnguide maxlogit entropy gen
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -41,6 +49,8 @@ from tripwire.anomalies import get_generator
 from tripwire.data import load_source
 from tripwire.data.base import ImageSet
 from tripwire.detectors import create_detector
+from tripwire.detectors.feature_detector import FeatureDetector
+from tripwire.features import extract_features
 from tripwire.models.zoo import load_model
 
 # model → (its data source, the FGSM ε of the anomalies that KD+BU, LID and fingerprints fit on)
@@ -109,6 +119,7 @@ def main() -> None:
     parser.add_argument("--test-size", type=int, default=10_000, help="test images scored")
     parser.add_argument("--model", default="lenet-mnist", choices=sorted(SETTINGS))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
+    parser.add_argument("--shared-features", action="store_true", help="fit_features on one pass")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -127,6 +138,16 @@ def main() -> None:
     test = (test.take(args.test_size, seed=0) if args.test_size < len(test) else test).as_float()
     print(f"{args.model}: fit on {len(train):,} {source} training images, {len(test):,} scored")
     fgsm = None
+    shared = None
+    if args.shared_features:
+        t = time.perf_counter()
+        shared = extract_features(model, train.batches(args.batch_size), penultimate=True)
+        shared = dataclasses.replace(shared, labels=train.labels)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(
+            f"shared feature pass over {len(train):,} images: {time.perf_counter() - t:.1f} s, "
+            f"peak RSS so far {rss:.0f} MB, features {tuple(shared.penultimate.shape)}"
+        )
     print(
         f"{'detector':<32} {'fit s':>7} {'fwd s':>7} {'score s':>8} {'× fwd':>6} "
         f"{'maxrss MB':>9} {'load':>5}"
@@ -145,7 +166,10 @@ def main() -> None:
                 )
             anomalies = fgsm
         t = time.perf_counter()
-        det.fit(model, train, anomalies=anomalies)
+        if shared is not None and isinstance(det, FeatureDetector):
+            det.fit_features(model, shared)
+        else:
+            det.fit(model, train, anomalies=anomalies)
         fit_s = time.perf_counter() - t
         fwd, score = [], []
         for _ in range(args.repeats):

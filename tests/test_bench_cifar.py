@@ -8,6 +8,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -186,7 +187,7 @@ def test_tiny_cifar_suite_runs_end_to_end_on_stored_weights(
         fast_sets=("tinyimagenet-crop", "fgsm", "bim-a", "gaussian"),
     )
     out, cache = tmp_path / "out", tmp_path / "cache"
-    detectors = ["msp", "kd_bu"]
+    detectors = ["msp", "kd_bu", "knn"]
     run = {"seeds": (0, 1), "fast": True, "detectors": detectors, "data_dir": data_dir}
     rows_path = run_suite(suite, out, cache_dir=cache, **run)
     rows = [json.loads(line) for line in rows_path.read_text().splitlines()]
@@ -198,6 +199,13 @@ def test_tiny_cifar_suite_runs_end_to_end_on_stored_weights(
     fgsm = next(r for r in rows if r["anomaly_set"] == "fgsm")
     assert fgsm["anomaly_info"]["kind"] == "fgsm"
     assert not (cache / "models").exists()  # nothing was trained
+    # the shared feature pass gives KNN the scores it computes on its own
+    stored_model = zoo.load_model("tiny-cifar10", data_dir=data_dir, cache_dir=cache, seed=0)
+    fit_part = load_source("cifar10", "train", data_dir).take(300, seed=0)
+    id_test = load_source("cifar10", "evaluation", data_dir).take(100, seed=0)
+    direct = create_detector("knn").fit(stored_model, fit_part).score(stored_model, id_test)
+    shared = np.load(out / "scores" / "tiny-cifar10-seed0-knn.npz")["id"]
+    np.testing.assert_allclose(shared, direct.numpy(), rtol=1e-6, atol=1e-6)
     md = write_report(suite, out, "tripwire bench --suite cifar10-resnet --fast")
     text = md.read_text()
     assert "| fgsm / auroc | kd_bu | 75.70 |" in text and "JPEG-compressed" in text

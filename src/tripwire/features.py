@@ -1,7 +1,9 @@
-"""Feature extraction from any `nn.Module` with forward hooks.
+"""Feature extraction from any `nn.Module` with forward hooks: one forward pass gives every
+detector what it reads.
 
 Named layers → activations, pooled inside the hook (so full feature maps of a whole data set are
-never held), plus the logits, which are always there. The model is never rewritten: hooks are
+never held), the penultimate features (the input of the classifier head, `tripwire.head`) when
+asked for, plus the logits, which are always there. The model is never rewritten: hooks are
 removed and the train/eval mode restored afterwards, whatever happens.
 
 Pooling of a conv map C×H×W (Zhao et al. §4 reduce the MDL to its channel means):
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 
 from tripwire.errors import InvalidInputError
+from tripwire.head import PenultimateTap, check_head_output
 
 Pooling = Literal["mean", "max", "meanstd", "none"]
 POOLINGS: tuple[str, ...] = ("mean", "max", "meanstd", "none")
@@ -173,15 +176,27 @@ class LayerTap:
 
 @dataclass(frozen=True)
 class Features:
-    """Logits and pooled layer activations of a set of inputs, all on the CPU."""
+    """What one forward pass over a set of inputs gives, all on the CPU: the logits (N×K), the
+    pooled activations of named layers, the penultimate features (N×D; None unless asked for),
+    the inputs' C×H×W shape and, where known, their labels (N,)."""
 
     logits: torch.Tensor
     layers: dict[str, torch.Tensor]
+    penultimate: torch.Tensor | None = None
+    input_shape: tuple[int, int, int] | None = None
+    labels: torch.Tensor | None = None
 
     @property
     def predicted(self) -> torch.Tensor:
         """The model's predicted class per input."""
         return self.logits.argmax(dim=1)
+
+    def classes(self) -> torch.Tensor:
+        """The labels where known, else the predicted classes."""
+        return self.predicted if self.labels is None else self.labels
+
+    def __len__(self) -> int:
+        return len(self.logits)
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -198,28 +213,54 @@ def extract_features(
     batches: Iterator[torch.Tensor] | Sequence[torch.Tensor],
     layers: Sequence[str] = (),
     pooling: Pooling | Mapping[str, Pooling] = "mean",
+    *,
+    penultimate: bool = False,
 ) -> Features:
-    """Run `model` over `batches` (float N×C×H×W in [0, 1]) and collect logits and pooled layers.
+    """Run `model` once over `batches` (float N×C×H×W in [0, 1]) and collect the logits, the
+    pooled `layers` and, with `penultimate`, the classifier head's input.
 
     Runs under `torch.no_grad()` in eval mode; the model's mode is restored and all hooks removed
     afterwards. Only pooled features are kept, so memory grows with N·D, not with map sizes.
 
+    Raises:
+        InvalidInputError: no batches; an unknown layer; with `penultimate`, a model without an
+            `nn.Linear` head or whose output is not that head's (checked on the first batch).
+
     Example:
         >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
-        >>> f = extract_features(net, [torch.rand(8, 1, 8, 8)], ["1"])
-        >>> f.logits.shape, f.layers["1"].shape
-        (torch.Size([8, 2]), torch.Size([8, 4]))
+        >>> f = extract_features(net, [torch.rand(8, 1, 8, 8)], ["1"], penultimate=True)
+        >>> f.logits.shape, f.layers["1"].shape, f.penultimate.shape
+        (torch.Size([8, 2]), torch.Size([8, 4]), torch.Size([8, 144]))
     """
     device = model_device(model)
     logits: list[torch.Tensor] = []
+    heads: list[torch.Tensor] = []
     collected: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    with eval_mode(model), torch.no_grad(), LayerTap(model, layers, pooling) as tap:
+    shape: tuple[int, int, int] | None = None
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(eval_mode(model))
+        stack.enter_context(torch.no_grad())
+        tap = stack.enter_context(LayerTap(model, layers, pooling))
+        head = stack.enter_context(PenultimateTap(model)) if penultimate else None
         for x in batches:
-            logits.append(model(x.to(device)).cpu())
+            if head is None:
+                out = model(x.to(device))
+            else:
+                h, out = head.forward(model, x.to(device))
+                if not heads:
+                    check_head_output(head.head, h, out, head.name)
+                heads.append(h.cpu())
+            if shape is None:
+                c, hh, w = x.shape[1:]
+                shape = (int(c), int(hh), int(w))
+            logits.append(out.cpu())
             for name in layers:
                 collected[name].append(tap.outputs[name].cpu())
     if not logits:
         raise InvalidInputError("no inputs to extract features from")
     return Features(
-        logits=torch.cat(logits), layers={k: torch.cat(v) for k, v in collected.items()}
+        logits=torch.cat(logits),
+        layers={k: torch.cat(v) for k, v in collected.items()},
+        penultimate=torch.cat(heads) if penultimate else None,
+        input_shape=shape,
     )

@@ -2,21 +2,18 @@
 *penultimate features* h(x), with logits f(x) = W·h(x) + b.
 
 KNN (Sun et al. 2022), ViM (Wang et al. 2022) and other post-hoc detectors work on h(x) and, for
-ViM, on W and b. The head is the last `nn.Linear` the model registers; `penultimate_features`
-checks on the first batch that W·h + b reproduces the model's output, so a model whose output is
-not that layer's (a scaled or post-processed output) is refused with a clear message instead of
-being scored on the wrong features.
+ViM, on W and b. The head is the last `nn.Linear` the model registers;
+`tripwire.features.extract_features` checks on the first batch that W·h + b reproduces the
+model's output, so a model whose output is not that layer's (a scaled or post-processed output)
+is refused with a clear message instead of being scored on the wrong features.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 import torch
 from torch import nn
 
 from tripwire.errors import InvalidInputError
-from tripwire.features import eval_mode, model_device
 
 
 def classifier_head(model: nn.Module) -> tuple[str, nn.Linear]:
@@ -29,9 +26,11 @@ def classifier_head(model: nn.Module) -> tuple[str, nn.Linear]:
     """
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
+        leaves = [n for n, m in model.named_modules() if n and not any(True for _ in m.children())]
         raise InvalidInputError(
             "the model has no nn.Linear layer, so it has no penultimate features for this "
-            "detector; choose one that works on logits or named layers (e.g. uniform-plus)"
+            "detector; choose one that works on logits or on named layers (e.g. mahalanobis "
+            f"with layers=[...], gram with layers=[...]) from its layers: {', '.join(leaves)}"
         )
     return linears[-1]
 
@@ -69,27 +68,6 @@ class PenultimateTap:
         return self.features, logits
 
 
-def penultimate_features(
-    model: nn.Module, batches: Iterable[torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(penultimate features N×D, logits N×K) over `batches`, on the CPU (eval mode, no grad).
-
-    Raises `InvalidInputError` when the head's output is not the model's output.
-    """
-    device = model_device(model)
-    features, logits = [], []
-    with eval_mode(model), torch.no_grad(), PenultimateTap(model) as tap:
-        for i, x in enumerate(batches):
-            h, f = tap.forward(model, x.to(device))
-            if i == 0:
-                check_head_output(tap.head, h, f, tap.name)
-            features.append(h.cpu())
-            logits.append(f.cpu())
-    if not logits:
-        raise InvalidInputError("no inputs to extract features from")
-    return torch.cat(features), torch.cat(logits)
-
-
 def check_head_output(head: nn.Linear, h: torch.Tensor, logits: torch.Tensor, name: str) -> None:
     """Raise `InvalidInputError` unless head(h) equals the model's `logits`."""
     if logits.ndim != 2 or not torch.allclose(head(h), logits, rtol=1e-4, atol=1e-4):
@@ -98,3 +76,33 @@ def check_head_output(head: nn.Linear, h: torch.Tensor, logits: torch.Tensor, na
             "penultimate features are not known; wrap the model so that forward ends with that "
             "layer"
         )
+
+
+def head_weights(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, b) of the classifier head as float64 CPU copies (b = 0 for a head without bias), for
+    detectors that recompute logits from modified penultimate features."""
+    _, head = classifier_head(model)
+    weight = head.weight.detach().double().cpu().clone()
+    bias = torch.zeros(len(weight), dtype=torch.float64)
+    if head.bias is not None:
+        bias = head.bias.detach().double().cpu().clone()
+    return weight, bias
+
+
+def check_head_state(weight: torch.Tensor, bias: torch.Tensor | None, num_classes: int) -> None:
+    """Raise ValueError unless stored head weights are a finite float64 K×D matrix (and K-vector
+    `bias`, where one is stored) with K = `num_classes` (used when a detector is loaded)."""
+    parts = [weight] if bias is None else [weight, bias]
+    if (
+        weight.ndim != 2
+        or len(weight) != num_classes
+        or (bias is not None and bias.shape != (len(weight),))
+    ):
+        raise ValueError(
+            f"head weights {tuple(weight.shape)} (bias "
+            f"{None if bias is None else tuple(bias.shape)}) do not fit {num_classes} classes"
+        )
+    if any(t.dtype != torch.float64 for t in parts):
+        raise ValueError("head weights must be float64")
+    if not all(bool(torch.isfinite(t).all()) for t in parts):
+        raise ValueError("head weights have non-finite entries")

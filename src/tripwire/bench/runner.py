@@ -4,8 +4,9 @@ For each model of the suite and each seed: the zoo model trained with that seed;
 (seeded) on ID training images and calibrated on the validation half of the ID test split; the ID
 test images and the attacks' starting points from its evaluation half; the anomaly sets generated
 with that seed (cached on disk by `make_anomalies`); every detector scores the ID test images and
-each set. Each (model, seed, detector) appends its rows to ``results.jsonl`` and its scores to
-``scores/``, so an interrupted run resumes where it stopped.
+each set. Detectors that read only logits and penultimate features (`FeatureDetector`) share one
+forward pass per image set (`SharedFeatures`). Each (model, seed, detector) appends its rows to
+``results.jsonl`` and its scores to ``scores/``, so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import platform
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,11 @@ from tripwire.data import load_source as _load_source
 from tripwire.data.base import ImageSet
 from tripwire.data.transforms import conform
 from tripwire.detectors import create_detector, get_detector_class, list_detectors
+from tripwire.detectors.base import Detector
+from tripwire.detectors.feature_detector import FeatureDetector
 from tripwire.detectors.uniform import UniformDetector, transductive_scores
 from tripwire.errors import InvalidInputError, TripwireError
+from tripwire.features import Features, extract_features
 from tripwire.locking import exclusive_lock
 from tripwire.models.info import model_info
 from tripwire.models.zoo import list_models, load_model
@@ -72,6 +76,52 @@ class StepClock:
         finally:
             self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - wall
             self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - cpu
+
+
+class SharedFeatures:
+    """The features of each image set of one run, extracted in one forward pass before the first
+    `FeatureDetector` runs and handed to all of them, and the seconds each pass took."""
+
+    def __init__(self, model: nn.Module, penultimate: bool, clock: StepClock) -> None:
+        self.model, self.penultimate, self.clock = model, penultimate, clock
+        self.features: dict[str, Features] = {}
+        self.seconds: dict[str, float] = {}
+
+    def extract(self, sets: dict[str, ImageSet | torch.Tensor]) -> None:
+        """Extract the features of every set not extracted yet (keys: the run's set names),
+        timed as the run's step "shared feature pass"."""
+        with self.clock.step("shared feature pass"):
+            for key, images in sets.items():
+                if key in self.features:
+                    continue
+                data = images if isinstance(images, ImageSet) else ImageSet(key, images)
+                start = time.perf_counter()
+                features = extract_features(
+                    self.model, data.batches(256), penultimate=self.penultimate
+                )
+                self.seconds[key] = time.perf_counter() - start
+                self.features[key] = replace(features, labels=data.labels)
+
+    def of(self, key: str) -> Features:
+        """The features of the set `key` (extracted by `extract`)."""
+        return self.features[key]
+
+
+def score_set(
+    det: Detector,
+    model: nn.Module,
+    shared: SharedFeatures,
+    key: str,
+    images: ImageSet | torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Scores and predicted classes of `images` (run key `key`) by the fitted `det`, and the
+    seconds they cost: for a `FeatureDetector`, its share of the forward pass included."""
+    start = time.perf_counter()
+    if isinstance(det, FeatureDetector):
+        scores, predicted = det.score_features(shared.of(key))
+        return scores, predicted, time.perf_counter() - start + shared.seconds[key]
+    scores, predicted = det.score_and_predict(model, images)
+    return scores, predicted, time.perf_counter() - start
 
 
 @functools.lru_cache(maxsize=32)
@@ -320,6 +370,11 @@ def _run_one(
         "n_id": len(id_test),
         "versions": versions(),
     }
+    penultimate = any(
+        issubclass(k, FeatureDetector) and k.uses_penultimate
+        for k in map(get_detector_class, names)
+    )
+    shared = SharedFeatures(model, penultimate, clock)
     for name in track(names, f"{model_name} seed {seed}: detectors"):
         params = {**_detector_params(name, seed), **suite.params_of(name, fast)}
         det = create_detector(name, **params)
@@ -336,18 +391,29 @@ def _run_one(
                         **suite.fit_anomaly_params,
                     )
             anomalies = fit_anomalies
-        with clock.step(f"detector {name}"):
-            start = time.perf_counter()
+        if isinstance(det, FeatureDetector):
+            everything = {"fit": fit_part, "calibration": calibration, "id": id_test}
             try:
-                det.fit(model, fit_part, anomalies=anomalies)
-                det.calibrate(model, calibration)
+                shared.extract(everything | {a.spec.name: a.images for a in sets})
             except TripwireError as e:
                 logger.warning("%s could not be fitted on %s: %s", name, model_name, e)
                 continue
-            fit_seconds = time.perf_counter() - start
+        with clock.step(f"detector {name}"):
             start = time.perf_counter()
-            s_id, p_id = det.score_and_predict(model, id_test)
-            id_seconds = time.perf_counter() - start
+            try:
+                if isinstance(det, FeatureDetector):
+                    det.fit_features(model, shared.of("fit"))
+                    det.calibrate_features(shared.of("calibration"))
+                    shared_seconds = shared.seconds["fit"] + shared.seconds["calibration"]
+                else:
+                    det.fit(model, fit_part, anomalies=anomalies)
+                    det.calibrate(model, calibration)
+                    shared_seconds = 0.0
+            except TripwireError as e:
+                logger.warning("%s could not be fitted on %s: %s", name, model_name, e)
+                continue
+            fit_seconds = time.perf_counter() - start + shared_seconds
+            s_id, p_id, id_seconds = score_set(det, model, shared, "id", id_test)
             extra = {
                 "fit_seconds": fit_seconds,
                 "id_scoring_images_per_second": len(id_test) / id_seconds,
@@ -360,9 +426,8 @@ def _run_one(
             rows: list[dict[str, Any]] = []
             raws = {}
             for a in sets:
-                start = time.perf_counter()
-                s, p = det.score_and_predict(model, a.images)
-                timed = {**extra, "scoring_seconds": round(time.perf_counter() - start, 3)}
+                s, p, seconds = score_set(det, model, shared, a.spec.name, a.images)
+                timed = {**extra, "scoring_seconds": round(seconds, 3)}
                 scores[a.spec.name], scores[a.spec.name + "_pred"] = s.numpy(), p.numpy()
                 flagged = float(det.flag(s, p).float().mean())
                 rows += _rows(

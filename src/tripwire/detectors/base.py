@@ -126,6 +126,12 @@ def class_thresholds(
     return torch.from_numpy(taus)
 
 
+def check_tpr(tpr: float) -> None:
+    """Raise ValueError unless 0 < `tpr` < 1."""
+    if not 0.0 < tpr < 1.0:
+        raise ValueError(f"tpr must be in (0, 1), got {tpr}")
+
+
 def _conformal_quantile(scores: np.ndarray, tpr: float) -> float:
     """The ⌈(n + 1)·tpr⌉-th smallest score (the largest if that rank exceeds n)."""
     rank = min(math.ceil((len(scores) + 1) * tpr - 1e-9), len(scores))
@@ -178,16 +184,22 @@ class Detector(ABC):
         self._validate_params()
         with eval_mode(model):
             logits = model(data.as_float(slice(0, 1)).to(model_device(model)))
-        self.input_shape_ = data.image_shape
-        self.num_classes_ = int(logits.shape[1])
-        self.model_digest_ = weights_digest(model)
-        self.model_ref_: dict[str, Any] = {}
-        self.thresholds_: torch.Tensor | None = None
-        self.calibration_tpr_: float | None = None
+        self._begin_fit(model, data.image_shape, int(logits.shape[1]))
         with eval_mode(model):
             self._fit(model, data, anomaly_set)
         self.fitted_ = True
         return self
+
+    def _begin_fit(self, model: nn.Module, input_shape: tuple[int, ...], num_classes: int) -> None:
+        """Record what every fit records: input shape, classes, the model's weights digest; and
+        forget earlier thresholds."""
+        c, h, w = input_shape
+        self.input_shape_ = (c, h, w)
+        self.num_classes_ = num_classes
+        self.model_digest_ = weights_digest(model)
+        self.model_ref_: dict[str, Any] = {}
+        self.thresholds_: torch.Tensor | None = None
+        self.calibration_tpr_: float | None = None
 
     def _unmodelled_classes(self) -> torch.Tensor | None:
         """(K,) bool: classes the fit learned nothing of (too few inputs), or None for none."""
@@ -329,14 +341,17 @@ class Detector(ABC):
         `id_val` must be in-distribution images the model did **not** train on: on its own
         training images a model is more confident than on new inputs, and thresholds set there
         flag more than 1 − `tpr` of new clean inputs."""
-        if not 0.0 < tpr < 1.0:
-            raise ValueError(f"tpr must be in (0, 1), got {tpr}")
-        scores, predicted = self._calibration_scores(model, id_val)
+        check_tpr(tpr)
+        self._set_thresholds(*self._calibration_scores(model, id_val), tpr)
+        return self
+
+    def _set_thresholds(self, scores: torch.Tensor, predicted: torch.Tensor, tpr: float) -> None:
+        """Per-class thresholds from held-out ID scores and predicted classes."""
+        check_tpr(tpr)
         self.thresholds_ = class_thresholds(
             scores, predicted, self.num_classes_, tpr, unmodelled=self._unmodelled_classes()
         )
         self.calibration_tpr_ = tpr
-        return self
 
     def _calibration_scores(
         self, model: nn.Module, id_val: DataLike

@@ -18,35 +18,50 @@ from typing import Any
 import torch
 from torch import nn
 
-from tripwire.data.base import ImageSet
-from tripwire.detectors.base import Detector
+from tripwire.detectors.feature_detector import FeatureDetector
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import ModelMismatchError
-from tripwire.head import PenultimateTap, penultimate_features
+from tripwire.features import Features
 
 _CHUNK = 65_536  # bank rows per matrix product (bounds memory at batch × chunk floats)
 
 
-def kth_neighbour_distance(z: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
-    """Euclidean distance from each unit row of `z` to its k-th nearest unit row of `bank`.
-
-    Both in float64: in float32 the unit vectors of neighbours closer than ≈ 1e-3 are not told
-    apart. Neighbours are ranked by dot product, chunk by chunk of the bank; the distance to the
-    k-th is then computed as ‖z − b‖ itself, since 2 − 2 z·b cancels for near rows.
-    """
+def largest_dot_products(
+    z: torch.Tensor, bank: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, bank indices) of the `k` largest dot products of each row of `z` with the rows
+    of `bank`, descending; exact, chunk by chunk of the bank."""
     values, indices = [], []
     for start in range(0, len(bank), _CHUNK):
         chunk = bank[start : start + _CHUNK]
         top = (z @ chunk.T).topk(min(k, len(chunk)), dim=1)
         values.append(top.values)
         indices.append(top.indices + start)
-    kth = torch.cat(values, 1).topk(k, dim=1).indices[:, -1:]
-    nearest = torch.cat(indices, 1).gather(1, kth).squeeze(1)
+    best = torch.cat(values, 1).topk(k, dim=1)
+    return best.values, torch.cat(indices, 1).gather(1, best.indices)
+
+
+def kth_neighbour_distance(z: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
+    """Euclidean distance from each unit row of `z` to its k-th nearest unit row of `bank`.
+
+    Both in float64: in float32 the unit vectors of neighbours closer than ≈ 1e-3 are not told
+    apart. Neighbours are ranked by dot product; the distance to the k-th is then computed as
+    ‖z − b‖ itself, since 2 − 2 z·b cancels for near rows.
+    """
+    nearest = largest_dot_products(z, bank, k)[1][:, -1]
     return (z - bank[nearest]).norm(dim=1)
 
 
+def check_bank(bank: torch.Tensor, k: int) -> None:
+    """Raise ValueError unless a loaded feature bank is finite float64 with ≥ `k` rows."""
+    if bank.ndim != 2 or bank.dtype != torch.float64 or len(bank) < k:
+        raise ValueError(f"bank must be float64 of ≥ k = {k} rows, got {tuple(bank.shape)}")
+    if not bool(torch.isfinite(bank).all()):
+        raise ValueError("bank has non-finite entries")
+
+
 @register_detector
-class KNNDetector(Detector):
+class KNNDetector(FeatureDetector):
     """Distance to the k-th nearest normalised penultimate feature of the ID data (Sun et al.).
 
     Args:
@@ -61,6 +76,7 @@ class KNNDetector(Detector):
     """
 
     name = "knn"
+    uses_penultimate = True
 
     def __init__(self, k: int = 50, bank_size: int | None = None, seed: int = 0) -> None:
         self.k = k
@@ -73,24 +89,26 @@ class KNNDetector(Detector):
         if self.bank_size is not None and self.bank_size < self.k:
             raise ValueError(f"bank_size must be None or ≥ k = {self.k}, got {self.bank_size}")
 
-    def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
-        if self.bank_size is not None:
-            data = data.take(self.bank_size, seed=self.seed)
-        if len(data) < self.k:
-            raise ValueError(f"k = {self.k} needs at least {self.k} fit images, got {len(data)}")
-        h, _ = penultimate_features(model, data.batches(512))
+    def _fit_features(self, model: nn.Module, features: Features) -> None:
+        assert features.penultimate is not None
+        h = features.penultimate
+        if self.bank_size is not None and self.bank_size < len(h):
+            generator = torch.Generator().manual_seed(self.seed)
+            h = h[torch.randperm(len(h), generator=generator)[: self.bank_size]]
+        if len(h) < self.k:
+            raise ValueError(f"k = {self.k} needs at least {self.k} fit images, got {len(h)}")
         self.bank_ = nn.functional.normalize(h.double(), dim=1)
 
-    def _score_batch(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with PenultimateTap(model) as tap:
-            h, logits = tap.forward(model, x)
+    def _score_features(self, features: Features) -> torch.Tensor:
+        h = features.penultimate
+        assert h is not None
         if h.shape[1] != self.bank_.shape[1]:
             raise ModelMismatchError(
                 f"the model gives {h.shape[1]} penultimate features; the detector was fitted on "
                 f"{self.bank_.shape[1]}"
             )
         z = nn.functional.normalize(h.double(), dim=1)
-        return kth_neighbour_distance(z, self.bank_.to(z.device), self.k), logits.argmax(dim=1)
+        return kth_neighbour_distance(z, self.bank_.to(z.device), self.k)
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         return {"bank": self.bank_}
@@ -99,10 +117,4 @@ class KNNDetector(Detector):
         self.bank_ = tensors["bank"]
 
     def _check_state(self) -> None:
-        bank = self.bank_
-        if bank.ndim != 2 or bank.dtype != torch.float64 or len(bank) < self.k:
-            raise ValueError(
-                f"bank must be float64 of ≥ k = {self.k} rows, got {tuple(bank.shape)}"
-            )
-        if not bool(torch.isfinite(bank).all()):
-            raise ValueError("bank has non-finite entries")
+        check_bank(self.bank_, self.k)

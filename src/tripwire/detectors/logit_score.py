@@ -9,20 +9,19 @@ from abc import abstractmethod
 import torch
 from torch import nn
 
-from tripwire.data.base import ImageSet
-from tripwire.detectors.base import Detector
+from tripwire.detectors.feature_detector import FeatureDetector
+from tripwire.features import Features
 
 
-class LogitScoreDetector(Detector):
+class LogitScoreDetector(FeatureDetector):
     """A detector whose anomaly score is `score_logits` of the model's logits."""
 
-    def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
+    def _fit_features(self, model: nn.Module, features: Features) -> None:
         pass
 
     @abstractmethod
     def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """The anomaly score (N,) of logits (N×K); higher = more anomalous."""
 
-    def _score_batch(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(x)
-        return self.score_logits(logits), logits.argmax(dim=1)
+    def _score_features(self, features: Features) -> torch.Tensor:
+        return self.score_logits(features.logits)

@@ -47,8 +47,8 @@ from tripwire.detectors.registry import register_detector
 from tripwire.detectors.uniform import UniformDetector
 from tripwire.detectors.vim import ViMState
 from tripwire.errors import ModelMismatchError
-from tripwire.features import Pooling
-from tripwire.head import classifier_head, penultimate_features
+from tripwire.features import Pooling, extract_features
+from tripwire.head import classifier_head
 
 FUSIONS = {
     "sum+": lambda z: z.clamp_min(0.0).sum(dim=1),  # evidence added up; typical views add 0
@@ -142,7 +142,9 @@ class UniformPlusDetector(UniformDetector):
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
         if self._needs_penultimate():
             fit_set, _ = data.split(self.holdout_fraction, seed=self.seed)  # as the SVMs'
-            h, logits = penultimate_features(model, fit_set.batches(512))
+            features = extract_features(model, fit_set.batches(512), penultimate=True)
+            h, logits = features.penultimate, features.logits
+            assert h is not None
             if "vim" in self.extras:
                 self.vim_ = ViMState.fit(h, logits, classifier_head(model)[1], None)
             if "knn" in self.extras:

@@ -24,12 +24,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from tripwire.data.base import ImageSet
-from tripwire.detectors.base import Detector
+from tripwire.detectors.feature_detector import FeatureDetector
 from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import InvalidInputError, ModelMismatchError
-from tripwire.head import PenultimateTap, classifier_head, penultimate_features
+from tripwire.features import Features
+from tripwire.head import classifier_head
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class ViMState:
 
 
 @register_detector
-class ViMDetector(Detector):
+class ViMDetector(FeatureDetector):
     """Residual norm of the penultimate features as a virtual logit, against the energy.
 
     Args:
@@ -114,6 +114,7 @@ class ViMDetector(Detector):
     """
 
     name = "vim"
+    uses_penultimate = True
 
     def __init__(self, dim: int | None = None) -> None:
         self.dim = dim
@@ -122,14 +123,14 @@ class ViMDetector(Detector):
         if self.dim is not None and (not isinstance(self.dim, int) or self.dim < 1):
             raise ValueError(f"dim must be None or a positive integer, got {self.dim!r}")
 
-    def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
-        h, logits = penultimate_features(model, data.batches(512))
-        self.vim_ = ViMState.fit(h, logits, classifier_head(model)[1], self.dim)
+    def _fit_features(self, model: nn.Module, features: Features) -> None:
+        assert features.penultimate is not None
+        head = classifier_head(model)[1]
+        self.vim_ = ViMState.fit(features.penultimate, features.logits, head, self.dim)
 
-    def _score_batch(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with PenultimateTap(model) as tap:
-            h, logits = tap.forward(model, x)
-        return self.vim_.score(h, logits), logits.argmax(dim=1)
+    def _score_features(self, features: Features) -> torch.Tensor:
+        assert features.penultimate is not None
+        return self.vim_.score(features.penultimate, features.logits)
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         return self.vim_.tensors("")
