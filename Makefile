@@ -12,6 +12,9 @@ $(BIN)/tripwire: pyproject.toml
 	# The CPU build of torch first, so that nothing pulls a CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# pytorch-ood, for the tests that cross-check our detectors with its: without its
+	# dependencies, which would pull torchvision and another torch.
+	$(BIN)/pip install --quiet --no-deps pytorch-ood==0.4.0
 	touch $@
 
 setup: $(BIN)/tripwire
@@ -21,7 +24,7 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check src tests scripts
-	$(BIN)/pytest -q
+	TRIPWIRE_REQUIRE_PYTORCH_OOD=1 $(BIN)/pytest -q
 
 lint: setup
 	$(BIN)/ruff check src tests scripts

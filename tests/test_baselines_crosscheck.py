@@ -1,42 +1,21 @@
 """MSP, Energy, ODIN and Mahalanobis against pytorch-ood's implementations on the tiny world.
 
-Skipped when pytorch-ood is not installed (``pip install --no-deps pytorch-ood``). Only its
-detector modules are imported (its package init needs torchvision). The full-size comparison on
+pytorch-ood comes with ``make setup`` (`pytorch_ood_modules`). The full-size comparison on
 LeNet / MNIST vs Fashion-MNIST is `scripts/crosscheck_pytorch_ood.py`.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
-import types
-from pathlib import Path
-
 import pytest
 import torch
 from scipy.stats import spearmanr
 
+from pytorch_ood_modules import pytorch_ood_detector
 from tiny_world import make_world, trained_world
 from tripwire.detectors import create_detector
 from tripwire.detectors.mahalanobis import min_mahalanobis
 from tripwire.features import extract_features
 from tripwire.metrics import auroc
-
-
-def _pood(module: str) -> types.ModuleType:
-    if "pytorch_ood.detector" in sys.modules:
-        return importlib.import_module(f"pytorch_ood.detector.{module}")
-    spec = importlib.util.find_spec("pytorch_ood")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("pytorch-ood is not installed")
-    root = Path(next(iter(spec.submodule_search_locations)))
-    for name, path in (("pytorch_ood", root), ("pytorch_ood.detector", root / "detector")):
-        if name not in sys.modules:
-            stub = types.ModuleType(name)
-            stub.__path__ = [str(path)]
-            sys.modules[name] = stub
-    return importlib.import_module(f"pytorch_ood.detector.{module}")
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +28,10 @@ def world():
 
 def test_msp_and_energy_match(world) -> None:
     model, train, x = world
-    theirs = _pood("softmax").MaxSoftmax(model)(x).double() + 1
+    theirs = pytorch_ood_detector("softmax").MaxSoftmax(model)(x).double() + 1
     ours = create_detector("msp").fit(model, train).score(model, x)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
-    theirs = _pood("energy").EnergyBased(model)(x).double()
+    theirs = pytorch_ood_detector("energy").EnergyBased(model)(x).double()
     ours = create_detector("energy").fit(model, train).score(model, x)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
@@ -60,7 +39,7 @@ def test_msp_and_energy_match(world) -> None:
 @pytest.mark.parametrize("eps", [0.0, 0.002])
 def test_odin_matches(world, eps: float) -> None:
     model, train, x = world
-    odin = _pood("odin").ODIN(model, eps=eps, temperature=1000.0)
+    odin = pytorch_ood_detector("odin").ODIN(model, eps=eps, temperature=1000.0)
     theirs = odin.predict(x).detach().double() + 1
     ours = create_detector("odin", epsilon=eps).fit(model, train).score(model, x)
     if eps == 0:
@@ -72,7 +51,11 @@ def test_odin_matches(world, eps: float) -> None:
 def test_mahalanobis_matches_up_to_scale_and_shrinkage(world) -> None:
     model, train, x = world
     logits = extract_features(model, [train.as_float()]).logits
-    maha = _pood("mahalanobis").Mahalanobis(None).fit_features(logits, train.require_labels())
+    maha = (
+        pytorch_ood_detector("mahalanobis")
+        .Mahalanobis(None)
+        .fit_features(logits, train.require_labels())
+    )
     z = model(x).detach()
     theirs = maha.predict_features(z).double()
     # Their estimator (Σ = un-normalised scatter + 1e-6·I, score ½·min d²) through our distance:

@@ -14,15 +14,21 @@ from torch import nn
 from tiny_world import trained_world
 from tripwire.detectors import create_detector
 from tripwire.errors import InvalidInputError
-from tripwire.head import classifier_head, penultimate_features
+from tripwire.features import extract_features
+from tripwire.head import classifier_head
 
 
 @pytest.fixture(scope="module")
 def world():
     model, train, val = trained_world()
-    h_train, _ = penultimate_features(model, train.batches(256))
-    h_val, logits_val = penultimate_features(model, val.batches(256))
+    h_train = penultimate_features(model, train)[0]
+    h_val, logits_val = penultimate_features(model, val)
     return model, train, val, h_train.double().numpy(), h_val.double().numpy(), logits_val
+
+
+def penultimate_features(model, images):
+    f = extract_features(model, images.batches(256), penultimate=True)
+    return f.penultimate, f.logits
 
 
 def test_penultimate_features_are_the_input_of_the_last_linear(world) -> None:
@@ -62,7 +68,7 @@ def test_vim_matches_the_papers_formula(world) -> None:
     cov = EmpiricalCovariance(assume_centered=True).fit(h_train - u)
     eig_vals, eig_vecs = np.linalg.eig(cov.covariance_)
     residual = np.ascontiguousarray(eig_vecs.T[np.argsort(eig_vals * -1)[6:]].T)
-    train_logits = penultimate_features(model, train.batches(256))[1].double().numpy()
+    train_logits = penultimate_features(model, train)[1].double().numpy()
     v_train = np.linalg.norm((h_train - u) @ residual, axis=-1)
     alpha = train_logits.max(axis=-1).mean() / v_train.mean()
     v_val = np.linalg.norm((h_val - u) @ residual, axis=-1) * alpha
@@ -86,8 +92,14 @@ def test_logit_scores_match_their_formulas(world) -> None:
 
 def test_models_without_a_usable_head_are_refused(world) -> None:
     model, train, *_ = world
-    with pytest.raises(InvalidInputError, match=r"no nn\.Linear"):
+    with pytest.raises(InvalidInputError, match=r"no nn\.Linear.*layers: 0, 1"):
         classifier_head(nn.Sequential(nn.Conv2d(1, 3, 12), nn.Flatten()))
+    headless = nn.Sequential(nn.Conv2d(1, 3, 12), nn.Flatten())
+    for name in ("knn", "vim", "rmds", "react", "ash-b", "ash-s", "scale", "fdbd", "nnguide"):
+        with pytest.raises(InvalidInputError, match=r"no nn\.Linear"):
+            create_detector(name).fit(headless, train)
+    with pytest.raises(InvalidInputError, match=r"unknown layer.*available: 0"):
+        create_detector("gram", layers=["fc"]).fit(headless, train)
 
     class Scaled(nn.Module):  # the output is not the last linear layer's
         def __init__(self) -> None:
@@ -97,6 +109,6 @@ def test_models_without_a_usable_head_are_refused(world) -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return 2.0 * self.net(x)
 
-    for name in ("knn", "vim"):
+    for name in ("knn", "vim", "rmds", "react", "fdbd", "nnguide"):
         with pytest.raises(InvalidInputError, match=r"not that of its last nn\.Linear"):
             create_detector(name).fit(Scaled(), train)

@@ -28,9 +28,12 @@ def make_world(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class TinyNet(nn.Module):
-    """conv → relu → pool → conv → relu → fc → dropout → fc (dropout for MC-dropout detectors)."""
+    """conv → relu → pool → conv → relu → fc → dropout → fc (dropout for MC-dropout detectors).
 
-    def __init__(self) -> None:
+    With ``smooth``, the penultimate activation is a softplus instead of a ReLU: positive like a
+    ReLU's but without dead units, so the penultimate features have a full-rank covariance."""
+
+    def __init__(self, smooth: bool = False) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
         self.relu1 = nn.ReLU()
@@ -39,7 +42,7 @@ class TinyNet(nn.Module):
         self.relu2 = nn.ReLU()
         self.flatten = nn.Flatten()
         self.fc1 = nn.Linear(8 * 6 * 6, 16)
-        self.relu3 = nn.ReLU()
+        self.relu3: nn.Module = nn.Softplus() if smooth else nn.ReLU()
         self.drop = nn.Dropout(0.2)
         self.fc2 = nn.Linear(16, 3)
 
@@ -50,10 +53,10 @@ class TinyNet(nn.Module):
 
 
 @functools.cache
-def _trained_state() -> dict[str, torch.Tensor]:
+def _trained_state(smooth: bool) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     x, y = make_world(900, seed=1)
-    model = TinyNet()
+    model = TinyNet(smooth)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(60):
         loss = nn.functional.cross_entropy(model(x), y)
@@ -63,10 +66,10 @@ def _trained_state() -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def trained_world() -> tuple[TinyNet, ImageSet, ImageSet]:
+def trained_world(smooth: bool = False) -> tuple[TinyNet, ImageSet, ImageSet]:
     """A fresh trained TinyNet (eval mode; the same weights every call), train and val sets."""
-    model = TinyNet()
-    model.load_state_dict(_trained_state())
+    model = TinyNet(smooth)
+    model.load_state_dict(_trained_state(smooth))
     x, y = make_world(900, seed=1)
     return (
         model.eval(),

@@ -46,7 +46,7 @@ from tripwire.features import LayerTap, Pooling, extract_features, model_device
 
 LOGITS = "logits"
 SHRINKAGES = ("ledoit-wolf", "oas", "none")
-_ESTIMATORS = {"ledoit-wolf": "LedoitWolf", "oas": "OAS", "none": "EmpiricalCovariance"}
+ESTIMATORS = {"ledoit-wolf": "LedoitWolf", "oas": "OAS", "none": "EmpiricalCovariance"}
 COMBINES = ("auto", "sum", "logistic")
 
 
@@ -69,7 +69,7 @@ def tied_gaussian(
     centred = x - means[y]
     from sklearn import covariance  # loads in ≈ 1 s: imported where used (CLI start-up)
 
-    estimator = getattr(covariance, _ESTIMATORS[shrinkage])
+    estimator = getattr(covariance, ESTIMATORS[shrinkage])
     cov = estimator(assume_centered=True).fit(centred).covariance_
     try:
         precision = np.linalg.inv(cov)

@@ -1,0 +1,273 @@
+"""Gram-matrix deviations — Sastry & Oore, "Detecting Out-of-Distribution Examples with Gram
+Matrices" (ICML 2020). For a layer ℓ with feature maps F ∈ R^{C×HW} and an order p:
+
+    G_ℓ^p(x)  = the row sums of (F^p)(F^p)ᵀ, signed p-th root: sign(g)·|g|^{1/p}   (C values;
+                F^p element-wise)
+    [m, M]    = the per-entry minimum and maximum of G_ℓ^p over the ID fit images of class c
+    δ(g)      = (m − g)/|m| if g < m;  (g − M)/|M| if g > M;  0 otherwise
+    δ_ℓ(x)    = Σ_p Σ_entries δ(G_ℓ^p(x))   with the bounds of the predicted class ŷ(x)
+    s(x)      = Σ_ℓ δ_ℓ(x) / E[δ_ℓ]         (E over held-out ID fit images; higher = more
+                                            anomalous)
+
+Orders p = 1…10 as in the paper; by default every activation layer of the model (the paper
+monitors the outputs of all layers); ``layers=[...]`` names others. The bounds come from the
+labelled classes of (1 − `holdout_fraction`) of the fit images (their predicted classes where
+unlabelled), E[δ_ℓ] from the rest (the paper takes it on ID validation data); inputs are scored
+against the bounds of their predicted class. Computed in float64: F^10 overflows float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from tripwire.data.base import ImageSet
+from tripwire.detectors.base import Detector
+from tripwire.detectors.registry import register_detector
+from tripwire.errors import InvalidInputError, ModelMismatchError
+from tripwire.features import ACTIVATIONS, eval_mode, list_layers, model_device
+
+
+def gram_statistics(maps: torch.Tensor, orders: Sequence[int]) -> torch.Tensor:
+    """G^p of feature maps N×C×… for each order p: N × len(orders) × C, float64.
+
+    The row sums of A·Aᵀ are A·(Aᵀ·1): each channel's map dotted with the sum of all channels'
+    maps, C·HW operations instead of the Gram matrix's C²·HW. Consecutive orders are reached by
+    one multiplication each instead of a power.
+    """
+    f = maps.detach().double().flatten(2)  # N×C×HW
+    out = []
+    power, fp = 1, f
+    for p in orders:
+        fp = f if p == 1 else fp * f if p == power + 1 else f.pow(p)
+        power = p
+        g = torch.bmm(fp, fp.sum(dim=1).unsqueeze(2)).squeeze(2)
+        out.append(g.sign() * g.abs().pow(1.0 / p))
+    return torch.stack(out, dim=1)
+
+
+def deviation(g: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Σ over all entries but the first (batch) axis of the relative excursions of `g` beyond
+    [low, high] (Sastry & Oore's δ; 1e-6 keeps a zero bound finite, as in pytorch-ood)."""
+    below = (low - g).clamp_min(0) / (low.abs() + 1e-6)
+    above = (g - high).clamp_min(0) / (high.abs() + 1e-6)
+    return (below + above).flatten(1).sum(dim=1)
+
+
+class GramTap:
+    """Forward hooks reducing named layers' outputs to their Gram statistics inside the hook, so
+    that no feature map outlives its layer's forward."""
+
+    def __init__(self, model: nn.Module, layers: Sequence[str], orders: Sequence[int]) -> None:
+        modules = dict(model.named_modules())
+        missing = [n for n in layers if n not in modules or not n]
+        if missing:
+            raise InvalidInputError(
+                f"unknown layer(s) {missing}; available: {', '.join(list_layers(model))}"
+            )
+        self.modules = [modules[n] for n in layers]
+        self.layers, self.orders = list(layers), list(orders)
+        self.outputs: dict[str, torch.Tensor] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _hook(self, name: str):  # type: ignore[no-untyped-def]
+        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+            out = output[0] if isinstance(output, tuple | list) else output
+            assert isinstance(out, torch.Tensor)
+            if out.ndim < 3:
+                raise InvalidInputError(
+                    f"layer {name!r} gives {out.ndim}-D outputs; Gram matrices need feature "
+                    "maps N×C×H×W (or N×C×L)"
+                )
+            self.outputs[name] = gram_statistics(out, self.orders)
+
+        return hook
+
+    def __enter__(self) -> GramTap:
+        for name, module in zip(self.layers, self.modules, strict=True):
+            self._handles.append(module.register_forward_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def forward(self, model: nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(Gram statistics per layer, logits) of one batch."""
+        self.outputs.clear()
+        logits = model(x)
+        return [self.outputs[n] for n in self.layers], logits
+
+
+@register_detector
+class GramDetector(Detector):
+    """Deviations of the layers' Gram-matrix statistics from their ID class-wise ranges.
+
+    Args:
+        layers: layer names; None: every activation layer (`tripwire.features.ACTIVATIONS`)
+            whose output is a feature map.
+        orders: the orders p (paper: 1…10).
+        holdout_fraction: share of the fit images that set E[δ_ℓ] instead of the bounds.
+        seed: seed of that split.
+
+    Example:
+        >>> det = GramDetector().fit(model, train).calibrate(model, val)   # doctest: +SKIP
+    """
+
+    name = "gram"
+
+    def __init__(
+        self,
+        layers: list[str] | None = None,
+        orders: list[int] | None = None,
+        holdout_fraction: float = 0.1,
+        seed: int = 0,
+    ) -> None:
+        self.layers = layers
+        self.orders = orders
+        self.holdout_fraction = holdout_fraction
+        self.seed = seed
+
+    def _orders(self) -> list[int]:
+        return list(range(1, 11)) if self.orders is None else list(self.orders)
+
+    def _validate_params(self) -> None:
+        orders = self._orders()
+        if not orders or any(
+            isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in orders
+        ):
+            raise ValueError(f"orders must be positive integers, got {self.orders!r}")
+        if self.layers is not None and (
+            not self.layers or len(set(self.layers)) < len(self.layers)
+        ):
+            raise ValueError(f"layers must be None or distinct names, got {self.layers!r}")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+
+    def _choose_layers(self, model: nn.Module, sample: torch.Tensor) -> list[str]:
+        if self.layers is not None:
+            return list(self.layers)
+        modules = dict(model.named_modules())
+        candidates = [n for n in list_layers(model) if isinstance(modules[n], ACTIVATIONS)]
+        shapes: dict[str, int] = {}
+        hooks = [
+            modules[n].register_forward_hook(
+                lambda _m, _i, out, n=n: shapes.__setitem__(n, out.ndim)
+            )
+            for n in candidates
+        ]
+        try:
+            with torch.no_grad():
+                model(sample)
+        finally:
+            for h in hooks:
+                h.remove()
+        chosen = [n for n in candidates if shapes.get(n, 0) >= 3]
+        if not chosen:
+            raise InvalidInputError(
+                "the model has no activation layer with feature maps; name layers with "
+                f"layers=[...] from: {', '.join(list_layers(model))}"
+            )
+        return chosen
+
+    def _statistics(
+        self, model: nn.Module, data: ImageSet
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        device = model_device(model)
+        per_layer: list[list[torch.Tensor]] = [[] for _ in self.layers_]
+        logits = []
+        with eval_mode(model), torch.no_grad(), GramTap(model, self.layers_, self._orders()) as tap:
+            for x in data.batches(256):
+                stats, out = tap.forward(model, x.to(device))
+                for store, s in zip(per_layer, stats, strict=True):
+                    store.append(s.cpu())
+                logits.append(out.cpu())
+        return [torch.cat(s) for s in per_layer], torch.cat(logits)
+
+    def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
+        self.layers_ = self._choose_layers(
+            model, data.as_float(slice(0, 2)).to(model_device(model))
+        )
+        bounds_set, norm_set = data.split(self.holdout_fraction, seed=self.seed)
+        stats, logits = self._statistics(model, bounds_set)
+        classes = logits.argmax(1) if bounds_set.labels is None else bounds_set.labels
+        present = torch.bincount(classes, minlength=self.num_classes_) > 0
+        self.low_, self.high_ = [], []
+        for s in stats:  # N × P × C per layer
+            low = torch.full((self.num_classes_, *s.shape[1:]), float("inf"), dtype=torch.float64)
+            high = torch.full_like(low, float("-inf"))
+            low.scatter_reduce_(0, classes[:, None, None].expand_as(s), s, "amin")
+            high.scatter_reduce_(0, classes[:, None, None].expand_as(s), s, "amax")
+            # a class without fit images takes the range over all of them
+            low[~present], high[~present] = s.amin(0), s.amax(0)
+            self.low_.append(low)
+            self.high_.append(high)
+        held, held_logits = self._statistics(model, norm_set)
+        held_classes = held_logits.argmax(1) if norm_set.labels is None else norm_set.labels
+        deviations = self._layer_deviations(held, held_classes)
+        expected = deviations.mean(dim=0)
+        self.expected_ = torch.where(expected > 0, expected, torch.ones_like(expected))
+
+    def _layer_deviations(self, stats: list[torch.Tensor], classes: torch.Tensor) -> torch.Tensor:
+        """δ_ℓ per input and layer against the bounds of `classes`: N × L."""
+        return torch.stack(
+            [
+                deviation(s, low.to(s.device)[classes], high.to(s.device)[classes])
+                for s, low, high in zip(stats, self.low_, self.high_, strict=True)
+            ],
+            dim=1,
+        )
+
+    def _score_batch(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with GramTap(model, self.layers_, self._orders()) as tap:
+            stats, logits = tap.forward(model, x)
+        for s, low in zip(stats, self.low_, strict=True):
+            if s.shape[1:] != low.shape[1:]:
+                raise ModelMismatchError(
+                    f"Gram statistics of shape {tuple(s.shape[1:])}; the detector was fitted on "
+                    f"{tuple(low.shape[1:])}"
+                )
+        predicted = logits.argmax(dim=1)
+        deviations = self._layer_deviations(stats, predicted)
+        return (deviations / self.expected_.to(deviations.device)).sum(dim=1), predicted
+
+    def fit_summary(self) -> dict[str, str]:
+        return {"layers": f"{len(self.layers_)} layers"}
+
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {"expected": self.expected_}
+        for i, (low, high) in enumerate(zip(self.low_, self.high_, strict=True)):
+            tensors[f"low.{i}"], tensors[f"high.{i}"] = low, high
+        return tensors
+
+    def _state_meta(self) -> dict[str, Any]:
+        return {"layers": self.layers_}
+
+    def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        layers = meta["layers"]
+        if not isinstance(layers, list) or not all(isinstance(n, str) for n in layers):
+            raise ValueError("layers must be a list of names")
+        self.layers_ = layers
+        self.expected_ = tensors["expected"]
+        self.low_ = [tensors[f"low.{i}"] for i in range(len(layers))]
+        self.high_ = [tensors[f"high.{i}"] for i in range(len(layers))]
+
+    def _check_state(self) -> None:
+        orders = len(self._orders())
+        if self.expected_.shape != (len(self.layers_),) or not bool((self.expected_ > 0).all()):
+            raise ValueError("expected deviations must be positive, one per layer")
+        for low, high in zip(self.low_, self.high_, strict=True):
+            if (
+                low.shape != high.shape
+                or low.ndim != 3
+                or low.shape[:2] != (self.num_classes_, orders)
+            ):
+                raise ValueError(f"bounds of shape {tuple(low.shape)} do not fit")
+            if low.dtype != torch.float64 or high.dtype != torch.float64:
+                raise ValueError("bounds must be float64")
+            if not bool(torch.isfinite(low).all() and torch.isfinite(high).all()):
+                raise ValueError("bounds have non-finite entries")
