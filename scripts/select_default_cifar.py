@@ -29,6 +29,10 @@ detector's AUROC minus 1.0 point (the issue's "within 1.0 point of the best"); t
 the smallest total shortfall below the targets wins; ties go to the higher mean AUROC over the
 sets.
 
+A ``name:key=value`` given to `run` scores a registered detector with one setting changed (e.g.
+``mahalanobis:shrinkage=none``); `analyse` lists such variants beside the detectors but never
+takes them as the best registered detector.
+
 Usage:
     TRIPWIRE_DATA=../shared/data python scripts/select_default_cifar.py run \\
         --model resnet-cifar10 --out select-resnet --threads 1
@@ -59,6 +63,8 @@ from tripwire.models.zoo import load_model
 
 COMPONENTS = ("mdl", "logit-svm", "msp-log", "margin")
 CHEAP_VIEWS = ("knn", "vim", "mahalanobis", "energy", "maxlogit", "gen")
+# the feature-only detectors added after the first selection (each ≥ 0.9× the bare forward)
+NEW_VIEWS = ("rmds", "react", "ash-s", "scale", "fdbd", "nnguide")
 VIEW_SETS = (
     COMPONENTS,
     (*COMPONENTS, "knn"),
@@ -72,6 +78,9 @@ VIEW_SETS = (
     ("mdl", "logit-svm", "knn", "vim", "energy"),
     ("mdl", "knn", "energy"),
     ("mdl", "vim"),
+    *((*COMPONENTS, "vim", view) for view in NEW_VIEWS),
+    (*COMPONENTS, "vim", "rmds", "react"),
+    (*COMPONENTS, "vim", "knn", "rmds"),
 )
 FUSIONS = ("sum+", "max", "sum")
 TAIL = 0.99
@@ -132,13 +141,14 @@ def run(args: argparse.Namespace) -> None:
         print(f"validation sets made in {time.perf_counter() - start:.0f} s", flush=True)
     print({k: len(v) for k, v in sets.items()}, flush=True)
     fit_anomalies = None
-    for name in args.detectors or list_detectors():
-        path = out / "scores" / f"{name}.npz"
+    for spec in args.detectors or list_detectors():
+        path = out / "scores" / f"{spec}.npz"
         if path.exists():
             continue
+        name, setting = parse_setting(spec)
         klass = get_detector_class(name)
         params = {"seed": args.seed} if "seed" in klass.param_names() else {}
-        det = create_detector(name, **params, **PARAMS.get(name, {}))
+        det = create_detector(name, **params, **PARAMS.get(name, {}), **setting)
         anomalies = None
         if det.needs_anomalies:
             if fit_anomalies is None:
@@ -165,9 +175,22 @@ def run(args: argparse.Namespace) -> None:
         )  # fmt: skip
         np.savez_compressed(path, **stored)
         print(
-            f"{name}: {time.perf_counter() - start:.0f} s, ID flagged {100 * flagged:.1f} %",
+            f"{spec}: {time.perf_counter() - start:.0f} s, ID flagged {100 * flagged:.1f} %",
             flush=True,
         )
+
+
+def parse_setting(spec: str) -> tuple[str, dict[str, object]]:
+    """``"name:key=value"`` (a registered detector with one setting changed; the value as JSON
+    where it parses) → (name, {key: value}); a bare name → (name, {})."""
+    name, _, setting = spec.partition(":")
+    if not setting:
+        return name, {}
+    key, _, value = setting.partition("=")
+    try:
+        return name, {key: json.loads(value)}
+    except json.JSONDecodeError:
+        return name, {key: value}
 
 
 def _standardise(
@@ -192,7 +215,8 @@ def analyse(args: argparse.Namespace) -> None:
         det: {s: 100 * metrics.auroc(torch.tensor(d["id"]), torch.tensor(d[s])) for s in sets}
         for det, d in stored.items()
     }
-    references = [d for d in auroc if d != "uniform-fusion"]  # the chosen candidate, as built
+    # the chosen candidate, as built, and detectors with a changed setting are not references
+    references = [d for d in auroc if d != "uniform-fusion" and ":" not in d]
     best = {s: max(auroc[d][s] for d in references) for s in sets}
     # the views: the default's raw components and the cheap detectors' scores
     k = int(max(stored["uniform-plus"]["calibration:pred"]) + 1)
@@ -201,7 +225,7 @@ def analyse(args: argparse.Namespace) -> None:
         views[name] = {
             key: stored["uniform-plus"][f"{key}:raw"][:, i] for key in ["calibration", *keys]
         }
-    for name in CHEAP_VIEWS:
+    for name in (*CHEAP_VIEWS, *NEW_VIEWS):
         if name in stored:
             views[name] = {key: stored[name][key] for key in ["calibration", *keys]}
     pred = {key: stored["uniform-plus"][f"{key}:pred"] for key in ["calibration", *keys]}
