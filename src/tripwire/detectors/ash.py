@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from tripwire.detectors.registry import register_detector
-from tripwire.detectors.shaped_energy import ShapedEnergyDetector, check_percentile, kept_count
+from tripwire.detectors.shaped_energy import ShapedEnergyDetector, kept_count
 
 
 def _top_activations(h: torch.Tensor, percentile: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,16 +39,8 @@ def ash_s(h: torch.Tensor, percentile: float) -> torch.Tensor:
     return torch.zeros_like(h).scatter(1, indices, values * torch.exp(ratio))
 
 
-class _ASHDetector(ShapedEnergyDetector):
-    def __init__(self, percentile: float = 90.0) -> None:
-        self.percentile = percentile
-
-    def _validate_params(self) -> None:
-        check_percentile(self.percentile)
-
-
 @register_detector
-class ASHBDetector(_ASHDetector):
+class ASHBDetector(ShapedEnergyDetector):
     """Energy after ASH-B: keep the top (100 − p) % activations, binarised to carry the sum.
 
     Args:
@@ -65,7 +57,7 @@ class ASHBDetector(_ASHDetector):
 
 
 @register_detector
-class ASHSDetector(_ASHDetector):
+class ASHSDetector(ShapedEnergyDetector):
     """Energy after ASH-S: keep the top (100 − p) % activations, scaled by exp(s₁ / s₂).
 
     Args:

@@ -20,7 +20,7 @@ from torch import nn
 
 from tripwire.detectors.feature_detector import FeatureDetector
 from tripwire.detectors.registry import register_detector
-from tripwire.errors import InvalidInputError, ModelMismatchError
+from tripwire.errors import InvalidInputError
 from tripwire.features import Features
 from tripwire.head import check_head_state, head_weights
 
@@ -57,13 +57,7 @@ class FDBDDetector(FeatureDetector):
         self.mean_ = features.penultimate.double().mean(dim=0)
 
     def _score_features(self, features: Features) -> torch.Tensor:
-        h = features.penultimate
-        assert h is not None
-        if h.shape[1] != len(self.mean_):
-            raise ModelMismatchError(
-                f"the model gives {h.shape[1]} penultimate features; the detector was fitted on "
-                f"{len(self.mean_)}"
-            )
+        h = self._penultimate(features, len(self.mean_))
         distance = boundary_distances(features.logits, self.head_weight_.to(h.device))
         return -distance / (h.double() - self.mean_.to(h.device)).norm(dim=1).clamp_min(1e-12)
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from tripwire.data.base import ImageSet
 from tripwire.detectors.base import Detector
-from tripwire.errors import InvalidInputError
+from tripwire.errors import InvalidInputError, ModelMismatchError
 from tripwire.features import Features, extract_features
 from tripwire.head import PenultimateTap
 
@@ -72,6 +72,18 @@ class FeatureDetector(Detector):
         """`calibrate` on features of held-out ID images the model did not train on."""
         self._set_thresholds(*self.score_features(features), tpr)
         return self
+
+    def _penultimate(self, features: Features, width: int) -> torch.Tensor:
+        """The penultimate features of `features`, which must be `width` wide (the fitted
+        model's); `ModelMismatchError` otherwise."""
+        h = features.penultimate
+        assert h is not None
+        if h.shape[1] != width:
+            raise ModelMismatchError(
+                f"the model gives {h.shape[1]} penultimate features; the detector was fitted on "
+                f"{width}"
+            )
+        return h
 
     def _check_features(self, features: Features) -> None:
         if self.uses_penultimate and features.penultimate is None:

@@ -20,7 +20,6 @@ from torch import nn
 
 from tripwire.detectors.feature_detector import FeatureDetector
 from tripwire.detectors.registry import register_detector
-from tripwire.errors import ModelMismatchError
 from tripwire.features import Features
 
 _CHUNK = 65_536  # bank rows per matrix product (bounds memory at batch × chunk floats)
@@ -50,6 +49,16 @@ def kth_neighbour_distance(z: torch.Tensor, bank: torch.Tensor, k: int) -> torch
     """
     nearest = largest_dot_products(z, bank, k)[1][:, -1]
     return (z - bank[nearest]).norm(dim=1)
+
+
+def bank_rows(n: int, bank_size: int | None, seed: int, k: int) -> torch.Tensor | slice:
+    """Which of `n` fit images enter a feature bank: a seeded sample of `bank_size` (all when
+    None or ≥ n; the same sample as `ImageSet.take`). ValueError when fewer than `k` remain."""
+    if min(n, bank_size or n) < k:
+        raise ValueError(f"k = {k} needs at least {k} fit images, got {min(n, bank_size or n)}")
+    if bank_size is None or bank_size >= n:
+        return slice(None)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:bank_size]
 
 
 def check_bank(bank: torch.Tensor, k: int) -> None:
@@ -91,22 +100,11 @@ class KNNDetector(FeatureDetector):
 
     def _fit_features(self, model: nn.Module, features: Features) -> None:
         assert features.penultimate is not None
-        h = features.penultimate
-        if self.bank_size is not None and self.bank_size < len(h):
-            generator = torch.Generator().manual_seed(self.seed)
-            h = h[torch.randperm(len(h), generator=generator)[: self.bank_size]]
-        if len(h) < self.k:
-            raise ValueError(f"k = {self.k} needs at least {self.k} fit images, got {len(h)}")
+        h = features.penultimate[bank_rows(len(features), self.bank_size, self.seed, self.k)]
         self.bank_ = nn.functional.normalize(h.double(), dim=1)
 
     def _score_features(self, features: Features) -> torch.Tensor:
-        h = features.penultimate
-        assert h is not None
-        if h.shape[1] != self.bank_.shape[1]:
-            raise ModelMismatchError(
-                f"the model gives {h.shape[1]} penultimate features; the detector was fitted on "
-                f"{self.bank_.shape[1]}"
-            )
+        h = self._penultimate(features, self.bank_.shape[1])
         z = nn.functional.normalize(h.double(), dim=1)
         return kth_neighbour_distance(z, self.bank_.to(z.device), self.k)
 

@@ -21,9 +21,8 @@ import torch
 from torch import nn
 
 from tripwire.detectors.feature_detector import FeatureDetector
-from tripwire.detectors.knn import check_bank, largest_dot_products
+from tripwire.detectors.knn import bank_rows, check_bank, largest_dot_products
 from tripwire.detectors.registry import register_detector
-from tripwire.errors import ModelMismatchError
 from tripwire.features import Features
 
 
@@ -62,24 +61,12 @@ class NNGuideDetector(FeatureDetector):
             raise ValueError(f"bank_size must be None or ≥ k = {self.k}, got {self.bank_size}")
 
     def _fit_features(self, model: nn.Module, features: Features) -> None:
-        h, logits = features.penultimate, features.logits
-        assert h is not None
-        if self.bank_size is not None and self.bank_size < len(h):
-            generator = torch.Generator().manual_seed(self.seed)
-            keep = torch.randperm(len(h), generator=generator)[: self.bank_size]
-            h, logits = h[keep], logits[keep]
-        if len(h) < self.k:
-            raise ValueError(f"k = {self.k} needs at least {self.k} fit images, got {len(h)}")
-        self.bank_ = confidence_bank(h, logits)
+        assert features.penultimate is not None
+        rows = bank_rows(len(features), self.bank_size, self.seed, self.k)
+        self.bank_ = confidence_bank(features.penultimate[rows], features.logits[rows])
 
     def _score_features(self, features: Features) -> torch.Tensor:
-        h = features.penultimate
-        assert h is not None
-        if h.shape[1] != self.bank_.shape[1]:
-            raise ModelMismatchError(
-                f"the model gives {h.shape[1]} penultimate features; the detector was fitted on "
-                f"{self.bank_.shape[1]}"
-            )
+        h = self._penultimate(features, self.bank_.shape[1])
         z = nn.functional.normalize(h.double(), dim=1)
         guidance = largest_dot_products(z, self.bank_.to(z.device), self.k)[0].mean(dim=1)
         return -torch.logsumexp(features.logits.double(), dim=1) * guidance

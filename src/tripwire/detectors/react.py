@@ -19,7 +19,7 @@ import torch
 
 from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.registry import register_detector
-from tripwire.detectors.shaped_energy import ShapedEnergyDetector, check_percentile
+from tripwire.detectors.shaped_energy import ShapedEnergyDetector
 
 
 @register_detector
@@ -34,12 +34,6 @@ class ReActDetector(ShapedEnergyDetector):
     """
 
     name = "react"
-
-    def __init__(self, percentile: float = 90.0) -> None:
-        self.percentile = percentile
-
-    def _validate_params(self) -> None:
-        check_percentile(self.percentile)
 
     def _fit_shape(self, h: torch.Tensor) -> None:
         self.clip_ = float(np.percentile(h.numpy(), self.percentile))

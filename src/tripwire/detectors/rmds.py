@@ -24,7 +24,7 @@ from torch import nn
 from tripwire.detectors.feature_detector import FeatureDetector
 from tripwire.detectors.mahalanobis import ESTIMATORS, SHRINKAGES
 from tripwire.detectors.registry import register_detector
-from tripwire.errors import InvalidInputError, ModelMismatchError
+from tripwire.errors import InvalidInputError
 from tripwire.features import Features
 
 
@@ -91,13 +91,7 @@ class RMDSDetector(FeatureDetector):
         self.background_mean_ = background[0]
 
     def _score_features(self, features: Features) -> torch.Tensor:
-        z = features.penultimate
-        assert z is not None
-        if z.shape[1] != self.means_.shape[1]:
-            raise ModelMismatchError(
-                f"the model gives {z.shape[1]} penultimate features; the detector was fitted on "
-                f"{self.means_.shape[1]}"
-            )
+        z = self._penultimate(features, self.means_.shape[1])
         per_class = squared_distances(z, self.means_, self.precision_)
         per_class = per_class.masked_fill(~self.present_.to(z.device), float("inf"))
         background = squared_distances(z, self.background_mean_[None], self.background_precision_)

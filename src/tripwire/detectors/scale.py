@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from tripwire.detectors.registry import register_detector
-from tripwire.detectors.shaped_energy import ShapedEnergyDetector, check_percentile, kept_count
+from tripwire.detectors.shaped_energy import ShapedEnergyDetector, kept_count
 
 
 def scale_activations(h: torch.Tensor, percentile: float) -> torch.Tensor:
@@ -37,10 +37,7 @@ class SCALEDetector(ShapedEnergyDetector):
     name = "scale"
 
     def __init__(self, percentile: float = 85.0) -> None:
-        self.percentile = percentile
-
-    def _validate_params(self) -> None:
-        check_percentile(self.percentile)
+        super().__init__(percentile)
 
     def shape(self, h: torch.Tensor) -> torch.Tensor:
         return scale_activations(h, self.percentile)

@@ -18,16 +18,22 @@ from torch import nn
 
 from tripwire.detectors.energy import energy
 from tripwire.detectors.feature_detector import FeatureDetector
-from tripwire.errors import ModelMismatchError
 from tripwire.features import Features
 from tripwire.head import check_head_state, head_weights
 
 
 class ShapedEnergyDetector(FeatureDetector):
     """Energy of the logits recomputed from shaped penultimate features; subclasses give
-    `shape` (and, where they learn something, `_fit_shape`)."""
+    `shape` (and, where they learn something, `_fit_shape`). Every one of them is set by a
+    percentile p in [0, 100) of the activations."""
 
     uses_penultimate = True
+
+    def __init__(self, percentile: float = 90.0) -> None:
+        self.percentile = percentile
+
+    def _validate_params(self) -> None:
+        check_percentile(self.percentile)
 
     def _fit_features(self, model: nn.Module, features: Features) -> None:
         self.head_weight_, self.head_bias_ = head_weights(model)
@@ -42,13 +48,7 @@ class ShapedEnergyDetector(FeatureDetector):
         """The shaped features h' (N×D, float64) of penultimate features h (N×D, float64)."""
 
     def _score_features(self, features: Features) -> torch.Tensor:
-        h = features.penultimate
-        assert h is not None
-        if h.shape[1] != self.head_weight_.shape[1]:
-            raise ModelMismatchError(
-                f"the model gives {h.shape[1]} penultimate features; the detector was fitted on "
-                f"{self.head_weight_.shape[1]}"
-            )
+        h = self._penultimate(features, self.head_weight_.shape[1])
         w, b = self.head_weight_.to(h.device), self.head_bias_.to(h.device)
         return energy(self.shape(h.double()) @ w.T + b)
 
