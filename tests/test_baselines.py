@@ -30,7 +30,7 @@ from tripwire.detectors import kd_bu as kd_bu_module
 from tripwire.detectors._baselines import LogisticFusion
 from tripwire.detectors.kd_bu import KDBUDetector, log_kernel_density
 from tripwire.detectors.lid import LIDDetector, default_layers, lid_mle
-from tripwire.detectors.mahalanobis import MahalanobisDetector
+from tripwire.detectors.mahalanobis import MahalanobisDetector, min_mahalanobis, tied_gaussian
 from tripwire.detectors.odin import ODINDetector, odin_perturb
 from tripwire.errors import InvalidInputError
 from tripwire.features import extract_features
@@ -155,6 +155,19 @@ def test_mahalanobis_shrinkage_scales_with_the_data(world) -> None:
     assert many < few
     det = MahalanobisDetector(layers=("relu3",)).fit(model, train)
     assert det.chol_[0].shape == (16, 16) and torch.isfinite(det.chol_[0]).all()
+
+
+def test_mahalanobis_ignores_a_unit_that_never_fires() -> None:
+    """A singular ML covariance (a dead unit) is pseudo-inverted: the distance is the one over
+    the units that vary, not an error."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(300, 3, generator=g, dtype=torch.float64)
+    z[:, 2] = 0.0
+    labels = torch.randint(0, 2, (300,), generator=g)
+    x = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    with_dead_unit = min_mahalanobis(x, *tied_gaussian(z, labels, 2))
+    without = min_mahalanobis(x[:, :2], *tied_gaussian(z[:, :2], labels, 2))
+    torch.testing.assert_close(with_dead_unit, without)
 
 
 def test_mahalanobis_ensemble_sum_of_standardised_layers(world) -> None:

@@ -64,12 +64,12 @@ def test_mahalanobis_matches_up_to_scale_and_shrinkage(world) -> None:
     torch.testing.assert_close(
         0.5 * min_mahalanobis(z, maha.mu.double(), chol, present), theirs, rtol=1e-4, atol=1e-9
     )
-    # Without shrinkage ours is the ML Σ = scatter / N, so theirs = ours / (2N) up to their 1e-6
-    # ridge and float32.
-    plain = create_detector("mahalanobis", shrinkage="none").fit(model, train).score(model, x)
+    # By default ours is the ML Σ = scatter / N, so theirs = ours / (2N) up to their 1e-6 ridge
+    # and float32.
+    plain = create_detector("mahalanobis").fit(model, train).score(model, x)
     torch.testing.assert_close(plain / (2 * len(train)), theirs, rtol=1e-4, atol=1e-9)
-    # Ours shrinks Σ by Ledoit–Wolf (strongly here: 700 samples of near-collinear 3-D logits), so
-    # the distances differ but both separate the noise shift alike.
-    ours = create_detector("mahalanobis").fit(model, train).score(model, x)
+    # With Ledoit–Wolf ours shrinks Σ (strongly here: 700 samples of near-collinear 3-D logits),
+    # so the distances differ but both separate the noise shift alike.
+    ours = create_detector("mahalanobis", shrinkage="ledoit-wolf").fit(model, train).score(model, x)
     assert spearmanr(ours.numpy(), theirs.numpy()).statistic > 0.9
     assert auroc(ours[:200], ours[200:]) > 0.95 and auroc(theirs[:200], theirs[200:]) > 0.95

@@ -16,9 +16,13 @@ which is the anomaly score (higher = more anomalous; Lee et al.'s confidence is 
 * ``epsilon``: Lee et al.'s input pre-processing x̃ = clip₀¹(x − ε·sign(∇ₓ M_ℓ(x))), per layer;
   ``"auto"`` chooses ε from a grid on validation anomalies (given ones, else synthetic proxies —
   never test sets).
-* Σ_ℓ is shrunk with Ledoit–Wolf (default) or OAS, whose shrinkage scales with the number of
-  samples and the dimension, instead of a fixed ridge; ``shrinkage="none"`` keeps the plain
-  maximum-likelihood Σ (class-centred scatter / N), e.g. to compare with other implementations.
+* Σ_ℓ is the maximum-likelihood estimate (class-centred scatter / N; Lee et al.'s, and
+  pytorch-ood's up to its scale) by default, ``shrinkage="none"``. It was chosen on validation
+  data only (held-out training images and anomalies made from training images, no test set): on
+  ResNet-44's logits the ML Σ gave 85.99 mean AUROC over 13 validation sets against 80.39 for
+  Ledoit–Wolf and OAS; on LeNet-5's the three agree to 0.02 points. ``"ledoit-wolf"`` or
+  ``"oas"`` shrink Σ by an amount estimated from the samples and the dimension — for layers
+  whose ML Σ is singular (more dimensions than images).
 """
 
 from __future__ import annotations
@@ -51,12 +55,14 @@ COMBINES = ("auto", "sum", "logistic")
 
 
 def tied_gaussian(
-    features: torch.Tensor, labels: torch.Tensor, num_classes: int, shrinkage: str = "ledoit-wolf"
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, shrinkage: str = "none"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Class means (K, D), the Cholesky factor L of the shared precision Σ⁻¹ = L Lᵀ (D, D), and
-    which classes had samples (K,), all float64. Σ is shrunk by Ledoit–Wolf or OAS, or with
-    ``"none"`` is the plain maximum-likelihood estimate (class-centred scatter / N; it must then
-    be invertible)."""
+    """Class means (K, D), a factor L of the shared precision Σ⁺ = L Lᵀ (D, D), and which
+    classes had samples (K,), all float64. Σ is the maximum-likelihood estimate (class-centred
+    scatter / N) with ``"none"``, or shrunk by Ledoit–Wolf or OAS; Σ⁺ is scikit-learn's
+    pseudo-inverse (the inverse where Σ is invertible; a singular Σ — a unit that never fires —
+    ignores the directions it has no spread in, as Lee et al.'s code does), and L = V·√Λ from
+    its eigendecomposition."""
     x = features.detach().double().cpu().numpy()
     y = labels.cpu().numpy()
     d = x.shape[1]
@@ -70,16 +76,9 @@ def tied_gaussian(
     from sklearn import covariance  # loads in ≈ 1 s: imported where used (CLI start-up)
 
     estimator = getattr(covariance, ESTIMATORS[shrinkage])
-    cov = estimator(assume_centered=True).fit(centred).covariance_
-    try:
-        precision = np.linalg.inv(cov)
-        precision = 0.5 * (precision + precision.T)
-        chol = np.linalg.cholesky(precision)
-    except np.linalg.LinAlgError as err:
-        raise InvalidInputError(
-            f"the tied covariance of the {d}-D features is singular (shrinkage={shrinkage!r}); "
-            "use shrinkage='ledoit-wolf' or 'oas'"
-        ) from err
+    precision = estimator(assume_centered=True).fit(centred).get_precision()
+    eigenvalues, eigenvectors = np.linalg.eigh(0.5 * (precision + precision.T))
+    chol = eigenvectors * np.sqrt(np.clip(eigenvalues, 0.0, None))
     return torch.from_numpy(means), torch.from_numpy(chol), torch.from_numpy(present)
 
 
@@ -101,8 +100,8 @@ class MahalanobisDetector(Detector):
     Args:
         layers: module names (see `tripwire.features.list_layers`) and/or ``"logits"``.
         pooling: reduction of conv maps (Lee et al.: ``"mean"``).
-        shrinkage: covariance estimator, ``"ledoit-wolf"``, ``"oas"`` or ``"none"`` (the
-            maximum-likelihood Σ, unshrunk).
+        shrinkage: covariance estimator: ``"none"`` (the maximum-likelihood Σ, unshrunk),
+            ``"ledoit-wolf"`` or ``"oas"``.
         epsilon: input pre-processing magnitude (0 = none), or ``"auto"`` to pick it from
             `epsilons` on validation anomalies.
         epsilons: the grid for ``"auto"`` (Lee et al.'s, in [0, 1] pixel units).
@@ -122,7 +121,7 @@ class MahalanobisDetector(Detector):
         self,
         layers: Sequence[str] = (LOGITS,),
         pooling: Pooling = "mean",
-        shrinkage: str = "ledoit-wolf",
+        shrinkage: str = "none",
         epsilon: float | str = 0.0,
         epsilons: Sequence[float] = EPSILON_GRID,
         combine: str = "auto",
