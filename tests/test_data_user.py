@@ -51,7 +51,7 @@ def _bad_npz(tmp_path: Path, **arrays: np.ndarray) -> Path:
 
 
 BAD_NPZ = {
-    "no x key": ({"images": np.zeros((2, 8, 8), np.uint8)}, "no array named 'x'"),
+    "no x key": ({"pictures": np.zeros((2, 8, 8), np.uint8)}, "no array named 'x'"),
     "wrong ndim": ({"x": np.zeros((8, 8), np.uint8)}, "N×H×W"),
     "wrong channels": ({"x": np.zeros((2, 5, 8, 8), np.uint8)}, "channels"),
     "int64 images": ({"x": np.zeros((2, 8, 8), np.int64)}, "dtype int64"),
@@ -62,7 +62,8 @@ BAD_NPZ = {
     "empty": ({"x": np.zeros((0, 8, 8), np.uint8)}, "no images"),
     "label count": ({"x": np.zeros((3, 8, 8), np.uint8), "y": np.arange(2)}, r"shape \(3,\)"),
     "float labels": ({"x": np.zeros((2, 8, 8), np.uint8), "y": np.array([0.5, 1.0])}, "integers"),
-    "negative labels": ({"x": np.zeros((2, 8, 8), np.uint8), "y": np.array([-1, 0])}, "≥ 0"),
+    "negative labels": ({"x": np.zeros((2, 8, 8), np.uint8), "y": np.array([-2, 0])}, "≥ 0"),
+    "some labels -1": ({"x": np.zeros((2, 8, 8), np.uint8), "y": np.array([-1, 0])}, "1 of 2"),
     "string images": ({"x": np.array([["a"]])}, "dtype"),
 }
 
@@ -74,6 +75,28 @@ def test_bad_npz_raises_data_error_naming_file(case: str, tmp_path: Path) -> Non
     with pytest.raises(DataError, match=pattern) as e:
         load_npz(p)
     assert "bad.npz" in str(e.value)
+
+
+def test_labels_all_minus_one_mean_unlabelled(tmp_path: Path) -> None:
+    """pytorch-ood marks OOD images with the label −1: such a set is an unlabelled one."""
+    p = tmp_path / "ood.npz"
+    np.savez(p, x=np.zeros((3, 8, 8), np.uint8), y=np.full(3, -1))
+    assert load_npz(p).labels is None
+
+
+def test_an_anomaly_set_is_input_to_the_other_commands(tmp_path: Path) -> None:
+    """What `tripwire anomalies make` writes (`AnomalySet.save`) reads as user data and streams."""
+    from tripwire.anomalies import make_anomalies
+    from tripwire.data.stream import open_image_stream
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+    made = make_anomalies("uniform", model, n=5, shape=[1, 8, 8], seed=0, use_cache=False)
+    path = made.save(tmp_path / "noise.npz")
+    data = load_user_data(path)
+    assert torch.equal(data.as_float(), made.images)
+    assert data.labels is None  # noise has no source class (−1)
+    streamed = torch.cat(list(open_image_stream(path).batches(2)))
+    assert torch.equal(streamed, made.images)
 
 
 def test_object_array_refused_without_unpickling(tmp_path: Path) -> None:

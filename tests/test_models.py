@@ -372,6 +372,25 @@ def needs_args(depth):
 """
 
 
+def test_training_a_zoo_model_implicitly_is_announced_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`load_model` trains a missing zoo model — never silently: a warning comes first."""
+    from tripwire.models import zoo
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("training started")
+
+    monkeypatch.setattr(zoo, "train_model", no_training)
+    with (
+        caplog.at_level("WARNING", logger="tripwire.models.zoo"),
+        pytest.raises(RuntimeError, match="training started"),
+    ):
+        zoo.load_model("cnn-digits8", cache_dir=tmp_path)
+    assert "training it now on digits8" in caplog.text
+    assert "tripwire train cnn-digits8" in caplog.text
+
+
 def test_user_model_from_entry_point(tmp_path: Path) -> None:
     (tmp_path / "tw_user_nets.py").write_text(textwrap.dedent(USER_MODULE))
     built = load_user_model("tw_user_nets:make_net", search_path=tmp_path)

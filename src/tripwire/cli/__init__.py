@@ -21,8 +21,19 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from tripwire import __version__
+
+        typer.echo(f"tripwire {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global_options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, warnings only."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
@@ -51,5 +62,6 @@ from tripwire.cli import bench as _bench  # noqa: E402, F401  (registers `tripwi
 from tripwire.cli import data as _data  # noqa: E402, F401  (registers `tripwire data`)
 from tripwire.cli import demo as _demo  # noqa: E402, F401  (registers `tripwire demo`)
 from tripwire.cli import detect as _detect  # noqa: E402, F401  (registers `tripwire fit`, `tripwire score`)
+from tripwire.cli import detectors as _detectors  # noqa: E402, F401  (`tripwire detectors`)
 from tripwire.cli import explain as _explain  # noqa: E402, F401  (registers `tripwire explain`)
 from tripwire.cli import train as _train  # noqa: E402, F401  (registers `tripwire train`, `tripwire models`)

@@ -14,7 +14,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from tripwire.cli import app
-from tripwire.cli.options import CACHE_DIR, DATA_DIR, PARAM, THREADS, parse_params, set_threads
+from tripwire.cli.options import (
+    CACHE_DIR,
+    DATA_DIR,
+    MODEL_HELP,
+    PARAM,
+    THREADS,
+    WEIGHTS,
+    parse_params,
+    set_threads,
+)
 from tripwire.data import get_source, load_source
 from tripwire.data.base import ImageSet
 from tripwire.data.stream import open_image_stream
@@ -31,14 +40,9 @@ logger = logging.getLogger(__name__)
 
 
 def _model_option(default: str | None) -> Any:  # typer's OptionInfo, typed as the value
-    return typer.Option(
-        default,
-        "--model",
-        help="A zoo model (`tripwire models list`) or a user's factory 'package.module:function'.",
-    )
+    return typer.Option(default, "--model", help=MODEL_HELP)
 
 
-_WEIGHTS = typer.Option(None, "--weights", help="safetensors weights for an entry-point model.")
 _FIT_OUT = typer.Option(..., "--out", help="Folder to write the fitted detector to.")
 _DETECTOR_DIR = typer.Option(..., "--detector", help="A folder written by `tripwire fit`.")
 _INPUT = typer.Option(
@@ -66,7 +70,7 @@ def _load_data(spec: str, split: str, data_dir: Path | None) -> ImageSet:
 def fit_command(
     out: Path = _FIT_OUT,
     model: str = _model_option("lenet-mnist"),
-    weights: Path | None = _WEIGHTS,
+    weights: Path | None = WEIGHTS,
     data: str | None = typer.Option(
         None,
         "--data",
@@ -106,13 +110,13 @@ def fit_command(
     """
     set_threads(threads)
     key = None if signing_key is None else read_key(signing_key)
+    det = create_detector(detector, **parse_params(param))  # bad parameters: before any work
     with writing(out):  # held from here: a second fit to --out stops before fitting
         ref = ModelReference(model, None if weights is None else str(weights), seed)
         net = ref.load(data_dir, cache_dir)
         fit_set, calib_set, data = _fit_and_calibration_sets(
             ref, data, calibration_data, calibration_fraction, seed, data_dir
         )
-        det = create_detector(detector, **parse_params(param))
         anomalies = None
         if det.needs_anomalies:
             from tripwire.anomalies.fitting import fgsm_of_training_images
@@ -203,7 +207,7 @@ def score_command(
     input: Path = _INPUT,
     out: Path = _CSV_OUT,
     model: str | None = _model_option(None),
-    weights: Path | None = _WEIGHTS,
+    weights: Path | None = WEIGHTS,
     batch_size: int = typer.Option(256, min=1, help="Images per forward pass."),
     signing_key: Path | None = _SIGNING_KEY,
     data_dir: Path | None = DATA_DIR,
@@ -222,8 +226,10 @@ def score_command(
     from tripwire.guard import Guard
 
     det = Detector.load(detector, key=None if signing_key is None else read_key(signing_key))
-    if model is not None:
-        ref = ModelReference(model, None if weights is None else str(weights))
+    if model is not None:  # score never trains: a zoo model must be stored or trained already
+        ref = ModelReference(
+            model, None if weights is None else str(weights), train_if_missing=False
+        )
     else:
         ref = ModelReference.recorded_zoo_model(det.model_ref_)
     net = ref.load(data_dir, cache_dir)

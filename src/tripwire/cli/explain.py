@@ -15,13 +15,13 @@ import typer
 from rich.console import Console
 
 from tripwire.cli import app
-from tripwire.cli.options import CACHE_DIR, DATA_DIR
+from tripwire.cli.options import CACHE_DIR, DATA_DIR, MODEL_HELP, WEIGHTS
 from tripwire.data.user import load_user_data
 from tripwire.detectors.feature_response import local_entropy
 from tripwire.errors import InvalidInputError
 from tripwire.features import model_device
 from tripwire.guided_backprop import guided_backprop_and_logits
-from tripwire.models.zoo import load_model
+from tripwire.models.reference import ModelReference
 
 
 def _as_picture(t: torch.Tensor) -> torch.Tensor:
@@ -43,7 +43,8 @@ _OUT = typer.Option(..., "--out", help="Folder for the PNGs (created).")
 def explain_command(
     input_path: Path = _INPUT,
     out: Path = _OUT,
-    model_name: str = typer.Option("lenet-mnist", "--model", help="Zoo model name."),
+    model_name: str = typer.Option("lenet-mnist", "--model", help=MODEL_HELP),
+    weights: Path | None = WEIGHTS,
     n: int = typer.Option(8, "--n", min=1, help="How many images (the first n)."),
     attack: str | None = typer.Option(
         None, "--attack", help="Also show an adversarial version (e.g. fgsm, bim-b, deepfool)."
@@ -60,7 +61,8 @@ def explain_command(
     import matplotlib.pyplot as plt
 
     console = Console()
-    model = load_model(model_name, data_dir=data_dir, cache_dir=cache_dir)
+    ref = ModelReference(model_name, None if weights is None else str(weights))
+    model = ref.load(data_dir, cache_dir)
     data = load_user_data(input_path)
     x = data.as_float(slice(0, n)).to(model_device(model))
     if x.shape[0] == 0:

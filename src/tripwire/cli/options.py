@@ -17,6 +17,11 @@ DATA_DIR = typer.Option(
 CACHE_DIR = typer.Option(
     None, "--cache-dir", help="Cache directory (default: $TRIPWIRE_CACHE, else ~/.cache/tripwire)."
 )
+MODEL_HELP = (
+    "A zoo model (`tripwire models list`) or your own factory 'module:function', imported from "
+    "the installed packages or the current folder."
+)
+WEIGHTS = typer.Option(None, "--weights", help="safetensors weights for a 'module:function' model.")
 PARAM = typer.Option([], "--param", help="Override a default: key=value (repeatable).")
 THREADS = typer.Option(
     None,

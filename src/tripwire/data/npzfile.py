@@ -12,6 +12,21 @@ import torch
 from tripwire.data.base import ImageSet, from_numpy_images
 from tripwire.errors import DataError
 
+# The image array of an .npz: "x", or "images" with labels "labels" in what `tripwire anomalies
+# make` writes (`AnomalySet.save`), so that its output is input to every other command.
+IMAGE_KEYS = {"x": "y", "images": "labels"}
+
+
+def image_key(keys: list[str], path: Path) -> str:
+    """Which of `keys` (an archive's array names) holds the images; a `DataError` if none does."""
+    for key in IMAGE_KEYS:
+        if key in keys:
+            return key
+    raise DataError(
+        f"{path}: no array named 'x' (found: {', '.join(keys) or 'none'}); save the images as "
+        "numpy.savez(path, x=images, y=labels)"
+    )
+
 
 def _open(path: Path) -> np.lib.npyio.NpzFile | np.ndarray:
     if not path.exists():
@@ -45,7 +60,8 @@ def _member(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
 
 
 def read_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """The raw arrays ``x`` and (if present) ``y`` of an ``.npz`` (or the one array of an ``.npy``).
+    """The raw arrays ``x`` and (if present) ``y`` of an ``.npz`` (or the one array of an ``.npy``;
+    or ``images`` and ``labels`` of an anomaly set that `tripwire anomalies make` wrote).
 
     Raises:
         DataError: missing file, not an npz/npy, corrupt archive, no ``x`` key, object arrays.
@@ -58,18 +74,20 @@ def read_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         return loaded, None
     with loaded as archive:
         keys = list(archive.files)
-        if "x" not in keys:
-            raise DataError(
-                f"{path}: no array named 'x' (found: {', '.join(keys) or 'none'}); save the images "
-                "as numpy.savez(path, x=images, y=labels)"
-            )
-        x = _member(archive, "x", path)
-        y = _member(archive, "y", path) if "y" in keys else None
+        key = image_key(keys, path)
+        x = _member(archive, key, path)
+        label_key = IMAGE_KEYS[key]
+        y = _member(archive, label_key, path) if label_key in keys else None
     return x, y
 
 
-def labels_from_numpy(y: np.ndarray, n: int, origin: str) -> torch.Tensor:
-    """Check a label array (integers ≥ 0, shape (n,)) and turn it into an int64 tensor."""
+def labels_from_numpy(y: np.ndarray, n: int, origin: str) -> torch.Tensor | None:
+    """Check a label array (integers ≥ 0, shape (n,); −1 = "no class", as pytorch-ood marks OOD
+    images) and turn it into an int64 tensor — None when every label is −1.
+
+    Raises:
+        DataError: wrong shape or type, labels below −1, or −1 mixed with classes.
+    """
     if y.ndim != 1 or y.shape[0] != n:
         raise DataError(f"{origin}: 'y' must have shape ({n},) to match 'x', got {y.shape}")
     if y.dtype.kind not in "iub":
@@ -77,8 +95,16 @@ def labels_from_numpy(y: np.ndarray, n: int, origin: str) -> torch.Tensor:
             y = y.astype(np.int64)
         else:
             raise DataError(f"{origin}: labels 'y' must be integers, got dtype {y.dtype}")
-    if n and int(y.min()) < 0:
-        raise DataError(f"{origin}: labels 'y' must be ≥ 0, found {int(y.min())}")
+    if n and int(y.min()) < -1:
+        raise DataError(f"{origin}: labels 'y' must be ≥ 0, or −1 for no class; found {y.min()}")
+    unlabelled = int((y == -1).sum())
+    if unlabelled == n:
+        return None
+    if unlabelled:
+        raise DataError(
+            f"{origin}: {unlabelled} of {n} labels are −1 (no class) and the others are classes; "
+            "give every image a class, or −1 to all (or leave 'y' out) for unlabelled images"
+        )
     return torch.from_numpy(y.astype(np.int64))
 
 

@@ -24,7 +24,7 @@ import torch
 
 from tripwire.data.base import to_float
 from tripwire.data.imagefiles import IMAGE_SUFFIXES, decode, probe_mode, resize, to_array
-from tripwire.data.npzfile import images_from_numpy, read_npz
+from tripwire.data.npzfile import image_key, images_from_numpy, read_npz
 from tripwire.data.user import GREY_MODES, image_files
 from tripwire.errors import DataError
 
@@ -52,7 +52,8 @@ class ImageStream:
 
 
 def open_image_stream(path: str | Path, size: tuple[int, int] | None = None) -> ImageStream:
-    """A stream of the images in an ``.npy``/``.npz`` file (array ``x``), an image folder
+    """A stream of the images in an ``.npy``/``.npz`` file (array ``x``, or ``images`` of an
+    anomaly set that `tripwire anomalies make` wrote), an image folder
     (flat or one sub-folder per class, as `tripwire.data.user.load_image_folder`) or one image
     file. `size` = (height, width) resizes the images of a folder or file as they are decoded.
 
@@ -74,16 +75,11 @@ def open_image_stream(path: str | Path, size: tuple[int, int] | None = None) -> 
         raise DataError(f"{p}: not an .npz/.npy file ({e})") from None
     with archive:
         names = archive.namelist()
-    if "x.npy" not in names:
-        keys = ", ".join(n.removesuffix(".npy") for n in names) or "none"
-        raise DataError(
-            f"{p}: no array named 'x' (found: {keys}); save the images as "
-            "numpy.savez(path, x=images)"
-        )
+    key = image_key([n.removesuffix(".npy") for n in names], p)
 
     @contextmanager
     def member() -> Iterator[IO[bytes]]:
-        with zipfile.ZipFile(p) as archive, archive.open("x.npy") as f:
+        with zipfile.ZipFile(p) as archive, archive.open(f"{key}.npy") as f:
             yield f
 
     return _array_stream(p, member)

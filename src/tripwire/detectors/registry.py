@@ -9,10 +9,12 @@ Example:
 
 from __future__ import annotations
 
+import inspect
+import typing
 from typing import Any, TypeVar
 
 from tripwire.detectors.base import Detector
-from tripwire.errors import TripwireError
+from tripwire.errors import InvalidInputError, TripwireError
 
 D = TypeVar("D", bound=type[Detector])
 
@@ -43,8 +45,49 @@ def get_detector_class(name: str) -> type[Detector]:
 
 
 def create_detector(name: str = DEFAULT_DETECTOR, **params: Any) -> Detector:
-    """A new, unfitted detector `name` with hyper-parameters `params`."""
-    return get_detector_class(name)(**params)
+    """A new, unfitted detector `name` with hyper-parameters `params`.
+
+    Raises:
+        InvalidInputError: a parameter the detector does not take (the message lists those it
+            takes), or a value it refuses.
+    """
+    klass = get_detector_class(name)
+    accepted = detector_parameters(klass)
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        listed = ", ".join(f"{k}={v.default!r}" for k, v in accepted.items()) or "none"
+        raise InvalidInputError(
+            f"detector {name!r} has no parameter {', '.join(map(repr, unknown))}; "
+            f"its parameters (with defaults): {listed}"
+        )
+    hints = typing.get_type_hints(klass.__init__)
+    for key, value in params.items():
+        if key in hints:
+            _check_value(name, key, value, hints[key])
+    try:
+        return klass(**params)
+    except TripwireError:
+        raise
+    except (TypeError, ValueError) as e:  # a value of the wrong type, caught by the detector
+        raise InvalidInputError(f"detector {name!r}: {e}") from None
+
+
+def _check_value(detector: str, key: str, value: Any, hint: Any) -> None:
+    """A typed error when `value` does not fit the parameter's annotation (checked, never
+    converted: the detector gets the value as given)."""
+    from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+    try:
+        TypeAdapter(hint, config=ConfigDict(arbitrary_types_allowed=True)).validate_python(value)
+    except ValidationError as e:
+        reason = "; ".join(err["msg"] for err in e.errors())
+        raise InvalidInputError(f"detector {detector!r}: {key}={value!r} — {reason}") from None
+
+
+def detector_parameters(klass: type[Detector]) -> dict[str, inspect.Parameter]:
+    """The keyword parameters of a detector class's ``__init__``, in order, with their defaults."""
+    parameters = inspect.signature(klass.__init__).parameters
+    return {k: p for k, p in parameters.items() if k != "self"}
 
 
 def list_detectors() -> list[str]:

@@ -63,7 +63,8 @@ class ModelReference:
         self, data_dir: str | Path | None = None, cache_dir: str | Path | None = None
     ) -> nn.Module:
         """The model in eval mode (a zoo model is trained first if the cache lacks it and
-        `train_if_missing`)."""
+        `train_if_missing`). An entry point's module is imported from the installed packages or
+        from the current folder, as ``python -m`` would."""
         from tripwire.models.user import load_user_model
         from tripwire.models.zoo import load_model
 
@@ -75,4 +76,4 @@ class ModelReference:
                 seed=self.seed,
                 train_if_missing=self.train_if_missing,
             )
-        return load_user_model(self.name, self.weights)
+        return load_user_model(self.name, self.weights, search_path=Path.cwd())

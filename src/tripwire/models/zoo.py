@@ -618,6 +618,16 @@ def load_model(
         with _training_lock(model_dir(name, seed, cache_dir)):
             card = read_card(name, seed, cache_dir)  # another process may have trained it
             if card is None:
+                logger.warning(
+                    "%s (seed %d) is neither stored in the package nor trained in the cache: "
+                    "training it now on %s (%d epochs; `tripwire train %s` does this ahead of "
+                    "time)",
+                    name,
+                    seed,
+                    recipe.source,
+                    recipe.epochs,
+                    name,
+                )
                 model, _ = train_model(
                     name, seed=seed, data_dir=data_dir, cache_dir=cache_dir, progress=progress
                 )

@@ -1,0 +1,125 @@
+"""A user's own model and files through every command, and the CLI's habits: `--version`,
+`tripwire detectors list`, `--param` checked against the detector's signature."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from tripwire.cli import app
+from tripwire.detectors import DEFAULT_DETECTOR, create_detector, list_detectors
+from tripwire.detectors.registry import detector_parameters, get_detector_class
+from tripwire.errors import InvalidInputError
+from tripwire.models.zoo import ModelNotTrainedError
+
+runner = CliRunner()
+
+USER_MODULE = '''
+import torch
+from torch import nn
+
+
+def make_net() -> nn.Module:
+    """8×8 grey digits → 10 classes, with BatchNorm and a linear head."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(8 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, 10),
+    )
+'''
+
+
+@pytest.fixture
+def user_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder holding the user's `mynet.py` and its weights, as the current folder — and not
+    on sys.path, as for the installed `tripwire` command."""
+    (tmp_path / "mynet.py").write_text(USER_MODULE)
+    namespace: dict[str, object] = {}
+    exec(USER_MODULE, namespace)
+    save_file(namespace["make_net"]().state_dict(), tmp_path / "mynet.safetensors")  # type: ignore[operator]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "mynet", raising=False)
+    return tmp_path
+
+
+def _ok(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, f"{args}: {result.output} {result.exception!r}"
+    return result.output
+
+
+def test_a_user_model_goes_through_every_command(user_folder: Path) -> None:
+    model = ["--model", "mynet:make_net", "--weights", "mynet.safetensors"]
+    _ok(["fit", *model, "--data", "digits8", "--detector", "msp", "--out", "det"])
+    _ok(["anomalies", "make", *model, "--kind", "uniform", "--n", "20", "--data", "digits8",
+         "--out", "noise.npz"])  # fmt: skip
+    _ok(["score", "--detector", "det", *model, "--input", "noise.npz", "--out", "s.csv"])
+    with open("s.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 20
+    _ok(["data", "preview", "noise.npz", "--out", "grid.png", "--n", "4"])
+    _ok(["explain", *model, "--input", "noise.npz", "--n", "2", "--out", "explained"])
+    assert Path("grid.png").stat().st_size > 0 and len(list(Path("explained").glob("*.png"))) == 2
+
+
+def test_anomalies_make_needs_data_for_a_user_model(user_folder: Path) -> None:
+    args = ["anomalies", "make", "--model", "mynet:make_net", "--kind", "uniform", "--out", "a.npz"]
+    result = runner.invoke(app, args)
+    assert isinstance(result.exception, InvalidInputError) and "--data" in str(result.exception)
+
+
+def test_score_never_trains_a_zoo_model(user_folder: Path) -> None:
+    _ok(["fit", "--model", "mynet:make_net", "--data", "digits8", "--detector", "msp",
+         "--out", "det"])  # fmt: skip
+    np.savez("x.npz", x=np.zeros((3, 8, 8), np.uint8))
+    args = ["score", "--detector", "det", "--model", "cnn-digits8", "--cache-dir", "empty"]
+    result = runner.invoke(app, [*args, "--input", "x.npz", "--out", "s.csv"])
+    assert isinstance(result.exception, ModelNotTrainedError)
+    assert "tripwire train cnn-digits8" in str(result.exception)
+    assert not Path("empty/models").exists() and not Path("s.csv").exists()
+
+
+def test_version_and_detectors_list() -> None:
+    from tripwire import __version__
+
+    assert _ok(["--version"]).strip() == f"tripwire {__version__}"
+    listed = _ok(["detectors", "list"])
+    for name in list_detectors():
+        assert name in listed
+    assert f"{DEFAULT_DETECTOR} (default)" in listed
+
+
+def test_a_parameter_the_detector_lacks_is_a_typed_error_listing_its_parameters(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(InvalidInputError, match=r"'msp' has no parameter 'temperature'"):
+        create_detector("msp", temperature=2)
+    with pytest.raises(InvalidInputError, match=r"no parameter 'kk'.*k=50, bank_size=None"):
+        create_detector("knn", kk=3)
+    out = tmp_path / "never"
+    result = runner.invoke(app, ["fit", "--detector", "msp", "--param", "temperature=2",
+                                 "--out", str(out)])  # fmt: skip
+    assert isinstance(result.exception, InvalidInputError) and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("knn", {"k": "abc"}), ("knn", {"k": [5]}), ("uniform-fusion", {"nu": "small"})],
+)
+def test_a_value_of_the_wrong_type_is_a_typed_error(name: str, params: dict[str, object]) -> None:
+    with pytest.raises(InvalidInputError, match=f"{next(iter(params))}="):
+        create_detector(name, **params)
+
+
+@pytest.mark.parametrize("name", list_detectors())
+def test_every_default_passes_the_parameter_check(name: str) -> None:
+    """Each detector's own defaults, given explicitly, are accepted as they are."""
+    defaults = {k: p.default for k, p in detector_parameters(get_detector_class(name)).items()}
+    assert create_detector(name, **defaults).get_params().items() <= defaults.items()
