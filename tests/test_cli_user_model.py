@@ -16,7 +16,8 @@ from tripwire.cli import app
 from tripwire.detectors import DEFAULT_DETECTOR, create_detector, list_detectors
 from tripwire.detectors.registry import detector_parameters, get_detector_class
 from tripwire.errors import InvalidInputError
-from tripwire.models.zoo import ModelNotTrainedError
+from tripwire.model_output import ModelOutputError
+from tripwire.models.zoo import ModelNotTrainedError, UnknownModelError
 
 runner = CliRunner()
 
@@ -32,6 +33,18 @@ def make_net() -> nn.Module:
         nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(8 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, 10),
     )
+
+
+class WithAux(nn.Module):
+    """Returns (auxiliary output, logits), as some training set-ups do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = make_net()
+
+    def forward(self, x):
+        logits = self.body(x)
+        return logits.detach() * 0, logits
 '''
 
 
@@ -69,10 +82,27 @@ def test_a_user_model_goes_through_every_command(user_folder: Path) -> None:
     assert Path("grid.png").stat().st_size > 0 and len(list(Path("explained").glob("*.png"))) == 2
 
 
+def test_a_model_returning_a_tuple_takes_output(user_folder: Path) -> None:
+    model = ["--model", "mynet:WithAux"]
+    args = ["fit", *model, "--data", "digits8", "--detector", "msp", "--out", "det"]
+    ambiguous = runner.invoke(app, args)  # two N×10 tensors: 'auto' does not guess
+    assert isinstance(ambiguous.exception, ModelOutputError), ambiguous.output
+    _ok([*args, "--output", "1"])
+    np.savez("x.npz", x=np.zeros((3, 8, 8), np.uint8))
+    _ok(["score", "--detector", "det", *model, "--output", "1", "--input", "x.npz", "--out", "s"])
+    assert len(Path("s").read_text().splitlines()) == 4
+
+
 def test_anomalies_make_needs_data_for_a_user_model(user_folder: Path) -> None:
     args = ["anomalies", "make", "--model", "mynet:make_net", "--kind", "uniform", "--out", "a.npz"]
     result = runner.invoke(app, args)
     assert isinstance(result.exception, InvalidInputError) and "--data" in str(result.exception)
+
+
+def test_a_python_file_as_model_says_how_to_name_the_factory(user_folder: Path) -> None:
+    result = runner.invoke(app, ["fit", "--model", "mynet.py", "--data", "digits8", "--out", "d"])
+    assert isinstance(result.exception, UnknownModelError)
+    assert "'mynet:make_net' (module:function)" in str(result.exception)
 
 
 def test_score_never_trains_a_zoo_model(user_folder: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import nn
 
 from tripwire.data.base import ImageSet
@@ -250,7 +251,7 @@ def test_load_weights_refuses_bad_files(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="not found"):
         load_weights(LeNet5(), tmp_path / "missing.safetensors")
     junk = tmp_path / "junk.safetensors"
-    junk.write_bytes(b"\x80\x04\x95 this is a pickle, not safetensors")
+    junk.write_bytes(b"{ this is neither safetensors nor a pickle")
     with pytest.raises(FormatError, match="not a valid safetensors"):
         load_weights(LeNet5(), junk)
     other = tmp_path / "cnn.safetensors"
@@ -261,6 +262,34 @@ def test_load_weights_refuses_bad_files(tmp_path: Path) -> None:
     save_weights(LeNet5(num_classes=12), wide)
     with pytest.raises(FormatError, match="shape"):
         load_weights(LeNet5(), wide)
+
+
+@pytest.mark.parametrize("zipped", [True, False])
+def test_a_torch_save_file_is_refused_unread_with_the_conversion(
+    tmp_path: Path, zipped: bool
+) -> None:
+    path = tmp_path / "state.pt"
+    torch.save(LeNet5().state_dict(), path, _use_new_zipfile_serialization=zipped)
+    with pytest.raises(FormatError, match=r"torch.save.*st.save_file\(torch.load\("):
+        load_weights(LeNet5(), path)
+
+
+def test_buffers_the_weights_file_lacks_keep_the_models_values(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A normalising wrapper's constants are the model's; the net's weights are the file's."""
+    from tripwire.models import Normalize
+
+    net = LeNet5()
+    path = save_weights(net, tmp_path / "net.safetensors")
+    wrapped = nn.Sequential(Normalize((0.5,), (0.25,)), LeNet5())
+    renamed = {f"1.{k}": v for k, v in net.state_dict().items()}
+    save_file(renamed, str(path))
+    with caplog.at_level("WARNING"):
+        load_weights(wrapped, path)
+    assert "keeping the values the model was built with" in caplog.text
+    x = torch.rand(2, 1, 28, 28)
+    torch.testing.assert_close(wrapped(x), net((x - 0.5) / 0.25))
 
 
 @pytest.fixture(scope="module")

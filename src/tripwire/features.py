@@ -30,6 +30,7 @@ from torch import nn
 
 from tripwire.errors import InvalidInputError
 from tripwire.head import PenultimateTap, check_head_output
+from tripwire.model_output import require_logits
 
 Pooling = Literal["mean", "max", "meanstd", "none"]
 POOLINGS: tuple[str, ...] = ("mean", "max", "meanstd", "none")
@@ -244,7 +245,7 @@ def extract_features(
         head = stack.enter_context(PenultimateTap(model)) if penultimate else None
         for x in batches:
             if head is None:
-                out = model(x.to(device))
+                out = require_logits(model(x.to(device)))
             else:
                 h, out = head.forward(model, x.to(device))
                 if not heads:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from tripwire.errors import InvalidInputError
+from tripwire.model_output import require_logits
 
 
 def classifier_head(model: nn.Module) -> tuple[str, nn.Linear]:
@@ -59,7 +60,7 @@ class PenultimateTap:
     def forward(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(penultimate features N×D, logits N×K) of one batch, in the caller's grad mode."""
         self.features = None
-        logits = model(x)
+        logits = require_logits(model(x))
         if self.features is None:
             raise InvalidInputError(
                 f"the model's last nn.Linear ({self.name!r}) did not run in forward; it is not "

@@ -11,7 +11,16 @@ from rich.table import Table
 
 from tripwire.anomalies import list_generators, make_anomalies
 from tripwire.cli import app
-from tripwire.cli.options import CACHE_DIR, DATA_DIR, MODEL_HELP, PARAM, WEIGHTS, parse_params
+from tripwire.cli.options import (
+    CACHE_DIR,
+    DATA_DIR,
+    MODEL_HELP,
+    OUTPUT,
+    PARAM,
+    WEIGHTS,
+    output_choice,
+    parse_params,
+)
 from tripwire.errors import InvalidInputError
 
 anomalies_app = typer.Typer(help="Anomaly generators: attacks, noise and fooling images.")
@@ -27,6 +36,7 @@ def make_command(
     n: int = typer.Option(1000, "--n", min=1, help="Test images to attack / images to make."),
     out: Path = _OUT,
     weights: Path | None = WEIGHTS,
+    output: str = OUTPUT,
     data: str | None = typer.Option(
         None,
         "--data",
@@ -49,7 +59,9 @@ def make_command(
 
     params = parse_params(param)
     gen = get_generator(kind, **params)  # fail fast on unknown kinds / parameters
-    ref = ModelReference(model, None if weights is None else str(weights))
+    ref = ModelReference(
+        model, None if weights is None else str(weights), output=output_choice(output)
+    )
     if data is None and not ref.is_zoo:
         raise InvalidInputError("--data is required for a model that is not in the zoo")
     net = ref.load(data_dir, cache_dir)

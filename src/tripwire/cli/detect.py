@@ -18,9 +18,11 @@ from tripwire.cli.options import (
     CACHE_DIR,
     DATA_DIR,
     MODEL_HELP,
+    OUTPUT,
     PARAM,
     THREADS,
     WEIGHTS,
+    output_choice,
     parse_params,
     set_threads,
 )
@@ -71,6 +73,7 @@ def fit_command(
     out: Path = _FIT_OUT,
     model: str = _model_option("lenet-mnist"),
     weights: Path | None = WEIGHTS,
+    output: str = OUTPUT,
     data: str | None = typer.Option(
         None,
         "--data",
@@ -112,7 +115,9 @@ def fit_command(
     key = None if signing_key is None else read_key(signing_key)
     det = create_detector(detector, **parse_params(param))  # bad parameters: before any work
     with writing(out):  # held from here: a second fit to --out stops before fitting
-        ref = ModelReference(model, None if weights is None else str(weights), seed)
+        ref = ModelReference(
+            model, None if weights is None else str(weights), seed, output=output_choice(output)
+        )
         net = ref.load(data_dir, cache_dir)
         fit_set, calib_set, data = _fit_and_calibration_sets(
             ref, data, calibration_data, calibration_fraction, seed, data_dir
@@ -208,6 +213,7 @@ def score_command(
     out: Path = _CSV_OUT,
     model: str | None = _model_option(None),
     weights: Path | None = WEIGHTS,
+    output: str = OUTPUT,
     batch_size: int = typer.Option(256, min=1, help="Images per forward pass."),
     signing_key: Path | None = _SIGNING_KEY,
     data_dir: Path | None = DATA_DIR,
@@ -228,7 +234,10 @@ def score_command(
     det = Detector.load(detector, key=None if signing_key is None else read_key(signing_key))
     if model is not None:  # score never trains: a zoo model must be stored or trained already
         ref = ModelReference(
-            model, None if weights is None else str(weights), train_if_missing=False
+            model,
+            None if weights is None else str(weights),
+            train_if_missing=False,
+            output=output_choice(output),
         )
     else:
         ref = ModelReference.recorded_zoo_model(det.model_ref_)

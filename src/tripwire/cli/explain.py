@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from tripwire.cli import app
-from tripwire.cli.options import CACHE_DIR, DATA_DIR, MODEL_HELP, WEIGHTS
+from tripwire.cli.options import CACHE_DIR, DATA_DIR, MODEL_HELP, OUTPUT, WEIGHTS, output_choice
 from tripwire.data.user import load_user_data
 from tripwire.detectors.feature_response import local_entropy
 from tripwire.errors import InvalidInputError
@@ -45,6 +45,7 @@ def explain_command(
     out: Path = _OUT,
     model_name: str = typer.Option("lenet-mnist", "--model", help=MODEL_HELP),
     weights: Path | None = WEIGHTS,
+    output: str = OUTPUT,
     n: int = typer.Option(8, "--n", min=1, help="How many images (the first n)."),
     attack: str | None = typer.Option(
         None, "--attack", help="Also show an adversarial version (e.g. fgsm, bim-b, deepfool)."
@@ -61,7 +62,9 @@ def explain_command(
     import matplotlib.pyplot as plt
 
     console = Console()
-    ref = ModelReference(model_name, None if weights is None else str(weights))
+    ref = ModelReference(
+        model_name, None if weights is None else str(weights), output=output_choice(output)
+    )
     model = ref.load(data_dir, cache_dir)
     data = load_user_data(input_path)
     x = data.as_float(slice(0, n)).to(model_device(model))

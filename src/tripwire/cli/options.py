@@ -22,6 +22,20 @@ MODEL_HELP = (
     "the installed packages or the current folder."
 )
 WEIGHTS = typer.Option(None, "--weights", help="safetensors weights for a 'module:function' model.")
+OUTPUT = typer.Option(
+    "auto",
+    "--output",
+    help="Where a 'module:function' model's forward puts the logits: an index (tuple), a key "
+    "(dict) or an attribute; 'auto' takes a tensor as it is, else 'logits', else the one N×K "
+    "tensor of a tuple.",
+)
+
+
+def output_choice(value: str) -> int | str:
+    """An --output value: an integer index, or a key / attribute name."""
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
 PARAM = typer.Option([], "--param", help="Override a default: key=value (repeatable).")
 THREADS = typer.Option(
     None,

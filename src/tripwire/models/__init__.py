@@ -5,6 +5,7 @@ its first layer (`Normalize`). Layers have legible names (``conv1``, ``relu1``, 
 feature extraction by forward hooks.
 """
 
+from tripwire.model_output import ModelOutputError, select_output
 from tripwire.models.digest import weights_digest
 from tripwire.models.info import ModelInfo, model_info
 from tripwire.models.lenet import LeNet5
@@ -37,6 +38,7 @@ __all__ = [
     "LeNet5",
     "ModelInfo",
     "ModelNotTrainedError",
+    "ModelOutputError",
     "Normalize",
     "Recipe",
     "ResNetCifar",
@@ -57,6 +59,7 @@ __all__ = [
     "recipe_matches",
     "register_recipe",
     "save_weights",
+    "select_output",
     "train_classifier",
     "train_model",
     "training_in_progress",

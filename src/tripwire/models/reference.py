@@ -20,12 +20,15 @@ class ModelReference:
         weights: the safetensors file for an entry point (None for zoo models).
         seed: which trained copy of a zoo model.
         train_if_missing: train a zoo model the cache lacks (else `ModelNotTrainedError`).
+        output: where the logits are in an entry-point model's output (`select_output`):
+            ``"auto"``, an index, a key or an attribute name.
     """
 
     name: str
     weights: str | None = None
     seed: int = 0
     train_if_missing: bool = True
+    output: int | str = "auto"
 
     @property
     def is_zoo(self) -> bool:
@@ -64,7 +67,9 @@ class ModelReference:
     ) -> nn.Module:
         """The model in eval mode (a zoo model is trained first if the cache lacks it and
         `train_if_missing`). An entry point's module is imported from the installed packages or
-        from the current folder, as ``python -m`` would."""
+        from the current folder, as ``python -m`` would, and the model is made to return its
+        logits alone (`output`)."""
+        from tripwire.model_output import select_output
         from tripwire.models.user import load_user_model
         from tripwire.models.zoo import load_model
 
@@ -76,4 +81,5 @@ class ModelReference:
                 seed=self.seed,
                 train_if_missing=self.train_if_missing,
             )
-        return load_user_model(self.name, self.weights, search_path=Path.cwd())
+        model = load_user_model(self.name, self.weights, search_path=Path.cwd())
+        return select_output(model, self.output)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -10,6 +11,11 @@ from torch import nn
 
 from tripwire.errors import FormatError
 from tripwire.models.digest import weights_digest
+
+logger = logging.getLogger(__name__)
+
+# The first bytes of what `torch.save` writes: a zip archive (PyTorch ≥ 1.6) or a bare pickle.
+_TORCH_SAVE_MAGIC = (b"PK\x03\x04", b"\x80")
 
 
 def round_to_half(model: nn.Module) -> nn.Module:
@@ -62,11 +68,14 @@ def save_weights(
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a ``.safetensors`` state dict into `model` (strictly: same names, same shapes).
 
-    Tensors are cast to the dtype and device of the model's own tensors.
+    Tensors are cast to the dtype and device of the model's own tensors. Buffers the file lacks
+    (e.g. normalisation constants a wrapper registers) keep the model's own values, with a
+    warning; every parameter must be in the file.
 
     Raises:
-        FormatError: the file is missing, not a safetensors file, truncated, or holds other
-            tensor names or shapes than the model.
+        FormatError: the file is missing, a `torch.save` pickle (the message gives the one-line
+            conversion), not a safetensors file, truncated, or holds other tensor names or
+            shapes than the model.
 
     Example:
         >>> model = load_weights(LeNet5(), "lenet.safetensors")  # doctest: +SKIP
@@ -74,6 +83,16 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     path = Path(path)
     if not path.is_file():
         raise FormatError(f"{path}: weights file not found")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(_TORCH_SAVE_MAGIC):
+        target = path.with_suffix(".safetensors")
+        raise FormatError(
+            f"{path}: a PyTorch pickle (torch.save), which tripwire never unpickles; convert the "
+            'state dict once, where you trust the file: python -c "import torch, '
+            f"safetensors.torch as st; st.save_file(torch.load('{path}', weights_only=True), "
+            f"'{target}')\""
+        )
     try:
         tensors = load_file(str(path))
     except Exception as e:  # safetensors raises its own error types and OSErrors
@@ -81,6 +100,15 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     own = model.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
+    buffers = {name for name, _ in model.named_buffers()}
+    if missing and not unexpected and set(missing) <= buffers:
+        logger.warning(
+            "%s holds no %s (buffers of the model, not parameters): keeping the values the "
+            "model was built with",
+            path,
+            _names(missing),
+        )
+        missing = []
     if missing or unexpected:
         raise FormatError(
             f"{path}: weights do not fit this model; missing {_names(missing)}, "

@@ -189,8 +189,11 @@ def get_recipe(name: str) -> Recipe:
     try:
         return _RECIPES[name]
     except KeyError:
+        module = Path(name).stem if name.endswith(".py") else "mymodule"
         raise UnknownModelError(
-            f"unknown zoo model {name!r}; known models: {', '.join(list_models())}"
+            f"unknown zoo model {name!r}; known models: {', '.join(list_models())}. For your own "
+            f"model give the function that builds it as '{module}:make_net' (module:function), "
+            "and its weights with --weights"
         ) from None
 
 
