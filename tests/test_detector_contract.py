@@ -162,8 +162,9 @@ BAD_INPUTS = {
     "above one": lambda x: x * 2 + 0.5,
     "below zero": lambda x: x - 0.5,
     "empty": lambda x: x[:0],
-    "uint8": lambda x: (x * 255).to(torch.uint8),
-    "numpy": lambda x: x.numpy(),
+    "int64": lambda x: (x * 255).to(torch.int64),
+    "numpy above one": lambda x: (x * 2 + 0.5).numpy(),
+    "a list": lambda x: x.tolist(),
 }
 
 
@@ -172,6 +173,27 @@ def test_bad_input_raises_clear_error(case: str, world: dict[str, Any]) -> None:
     det = _uniform(world)
     with pytest.raises(InvalidInputError):
         det.score(world["model"], BAD_INPUTS[case](world["test"][:8].clone()))
+
+
+def test_the_forms_users_hold_images_in_score_alike(world: dict[str, Any]) -> None:
+    """uint8 tensors (÷ 255), numpy arrays (N×C×H×W, N×H×W×C, uint8 or float), one C×H×W
+    image, and batches of (images, labels) as a DataLoader yields them."""
+    det, model = _uniform(world), world["model"]
+    u8 = (world["test"][:8] * 255).round().to(torch.uint8)
+    x = u8.float() / 255
+    expected = det.score(model, x)
+    forms = {
+        "uint8 tensor": u8,
+        "uint8 numpy": u8.numpy(),
+        "channels-last numpy": u8.permute(0, 2, 3, 1).numpy(),
+        "float64 numpy": x.double().numpy(),
+        "loader": [(u8[:5], torch.zeros(5)), (u8[5:], torch.zeros(3))],
+    }
+    for form, images in forms.items():
+        torch.testing.assert_close(det.score(model, images), expected, **FLOAT32, msg=form)
+    torch.testing.assert_close(det.score(model, x[0]), expected[:1], **FLOAT32)
+    refit = fit("msp", {**world, "train": world["train"].as_float().numpy()})
+    torch.testing.assert_close(refit.score(model, u8), fit("msp", world).score(model, x))
 
 
 _CACHE: dict[str, Detector] = {}

@@ -45,8 +45,8 @@ class Guard:
         self.verify_model = verify_model
 
     def __call__(self, x: ScoreInput, batch_size: int = 256) -> GuardResult:
-        """Classify and check images (float N×C×H×W in [0, 1], an ImageSet, or an iterable of
-        batches)."""
+        """Classify and check images in any form `Detector.score_and_predict` takes (tensors or
+        numpy arrays, float in [0, 1] or uint8, one image, an ImageSet, a DataLoader)."""
         scores, predicted = self.detector.score_and_predict(
             self.model, x, batch_size, verify_model=self.verify_model
         )

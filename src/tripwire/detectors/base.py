@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tripwire.data.base import ImageSet
+from tripwire.data.base import ImageSet, from_numpy_images, to_float
 from tripwire.detectors.fileformat import (
     FORMAT,
     FORMAT_VERSION,
@@ -42,6 +42,7 @@ from tripwire.detectors.fileformat import (
     write_detector,
 )
 from tripwire.errors import (
+    DataError,
     FormatError,
     InvalidInputError,
     ModelMismatchError,
@@ -51,16 +52,35 @@ from tripwire.errors import (
 from tripwire.features import eval_mode, model_device
 from tripwire.models.digest import weights_digest
 
-DataLike = ImageSet | torch.Tensor
-ScoreInput = ImageSet | torch.Tensor | Iterable[torch.Tensor] | Iterable[Sequence[torch.Tensor]]
+DataLike = ImageSet | torch.Tensor | np.ndarray
+Images = torch.Tensor | np.ndarray
+ScoreInput = ImageSet | Images | Iterable[Images] | Iterable[Sequence[Images]]
+
+
+def as_image_batch(x: object, image_shape: tuple[int, ...] | None = None) -> object:
+    """The forms users hold images in, as a float N×C×H×W tensor: numpy arrays (N×H×W,
+    N×H×W×C or N×C×H×W; uint8, or float in [0, 1]), uint8 tensors (0…255, divided by 255), and
+    one C×H×W image of `image_shape`. Anything else passes through unchanged, for
+    `check_images` to say what is wrong with it."""
+    if isinstance(x, np.ndarray):
+        try:
+            x = from_numpy_images(x, "numpy array")
+        except DataError as e:
+            raise InvalidInputError(str(e)) from None
+    if isinstance(x, torch.Tensor):
+        if x.dtype == torch.uint8:
+            x = to_float(x)
+        if image_shape is not None and tuple(x.shape) == tuple(image_shape):
+            x = x.unsqueeze(0)  # one image
+    return x
 
 
 def as_image_set(data: DataLike, name: str = "input") -> ImageSet:
-    """Wrap a float N×C×H×W tensor in [0, 1] as an ImageSet (ImageSets pass through)."""
+    """An ImageSet of images in any form `as_image_batch` takes (ImageSets pass through)."""
     if isinstance(data, ImageSet):
         return data
-    check_images(data)
-    return ImageSet(name, data.detach().to("cpu", torch.float32))
+    images = check_images(as_image_batch(data))
+    return ImageSet(name, images.detach().to("cpu", torch.float32))
 
 
 def check_images(x: object, image_shape: tuple[int, ...] | None = None) -> torch.Tensor:
@@ -170,7 +190,8 @@ class Detector(ABC):
 
         Args:
             model: the classifier; images in [0, 1] → logits. Left as it was.
-            id_data: in-distribution images (ImageSet or float N×C×H×W tensor in [0, 1]).
+            id_data: in-distribution images: an ImageSet, or a tensor or numpy array as
+                `score_and_predict` takes them.
             anomalies: only for detectors with ``needs_anomalies``: known anomalous inputs.
         """
         data = as_image_set(id_data, "id_data")
@@ -253,12 +274,14 @@ class Detector(ABC):
                 raise InvalidInputError(f"{x.name}: empty set, no images to score")
             for xb in x.batches(batch_size):
                 yield check_images(xb, self.input_shape_)
-        elif isinstance(x, torch.Tensor):
-            yield from check_images(x, self.input_shape_).split(batch_size)
+        elif isinstance(x, torch.Tensor | np.ndarray):
+            images = as_image_batch(x, self.input_shape_)
+            yield from check_images(images, self.input_shape_).split(batch_size)
         elif isinstance(x, Iterable) and not isinstance(x, str | bytes):
             n = 0
             for item in x:
                 images = item[0] if isinstance(item, tuple | list) and item else item
+                images = as_image_batch(images, self.input_shape_)
                 for part in check_images(images, self.input_shape_).split(batch_size):
                     n += len(part)
                     yield part
@@ -266,8 +289,9 @@ class Detector(ABC):
                 raise InvalidInputError("no images to score: the iterable yielded no batch")
         else:
             raise InvalidInputError(
-                "expected images as a float N×C×H×W tensor in [0, 1], an ImageSet or an "
-                f"iterable of such batches, got {type(x).__name__}"
+                "expected images as an N×C×H×W tensor or numpy array (float in [0, 1], or "
+                "uint8), an ImageSet or an iterable of such batches, got "
+                f"{type(x).__name__}"
             )
 
     def score_and_predict(
@@ -283,9 +307,10 @@ class Detector(ABC):
         Args:
             model: the classifier the detector was fitted on (its weights are checked, see
                 `verify_model`).
-            x: float N×C×H×W images in [0, 1] (float16/64 are cast to the model's dtype), an
-                ImageSet, or an iterable of such batches (or of ``(images, labels)`` pairs, as
-                a ``DataLoader`` yields), read one batch at a time.
+            x: N×C×H×W images — float in [0, 1] (float16/64 are cast to the model's dtype)
+                or uint8 0…255, a torch tensor or a numpy array (N×H×W×C too), or one C×H×W
+                image — an ImageSet, or an iterable of such batches (or of ``(images, labels)``
+                pairs, as a ``DataLoader`` yields), read one batch at a time.
             batch_size: images per forward pass.
             verify_model: check that `model` has the weights the detector was fitted on
                 (`ModelMismatchError` otherwise); False for a model fine-tuned on purpose.
