@@ -11,12 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner, Result
 
 from tripwire.cli import app
 from tripwire.data import load_source
 from tripwire.detectors import Detector, list_detectors
-from tripwire.errors import FormatError, InvalidInputError, ModelMismatchError, NotFittedError
+from tripwire.errors import (
+    DataError,
+    FormatError,
+    InvalidInputError,
+    ModelMismatchError,
+    NotFittedError,
+)
 from tripwire.guard import Guard
 from tripwire.models.zoo import load_model
 
@@ -73,14 +80,35 @@ def test_score_writes_one_row_per_image(fitted: Path, tmp_path: Path) -> None:
     assert flags[:100].mean() < 0.2 and flags[100:].mean() > 0.8
 
 
-def test_score_resizes_images_of_another_size(fitted: Path, tmp_path: Path) -> None:
+def test_score_resizes_images_of_another_size_and_says_so(
+    fitted: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     src = _npz(tmp_path / "big.npz", np.zeros((3, 28, 28, 3), dtype=np.uint8))
     out = tmp_path / "s.csv"
-    result = runner.invoke(
-        app, ["score", "--detector", str(fitted), "--input", str(src), "--out", str(out)]
-    )
+    args = ["score", "--detector", str(fitted), "--input", str(src), "--out", str(out)]
+    with caplog.at_level("WARNING"):
+        result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert len(list(csv.DictReader(out.open()))) == 3
+    assert "3 of 3 images were converted" in caplog.text and "3 × 3×28×28 → 1×8×8" in caplog.text
+    out.unlink()
+    refused = runner.invoke(app, [*args, "--no-resize"])
+    assert isinstance(refused.exception, DataError) and "3×28×28" in str(refused.exception)
+    assert not out.exists()
+
+
+def test_a_folder_of_images_of_another_size_is_counted(
+    fitted: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, side in enumerate((8, 8, 100)):
+        Image.fromarray(np.zeros((side, side), np.uint8)).save(folder / f"{i}.png")
+    args = ["score", "--detector", str(fitted), "--input", str(folder)]
+    with caplog.at_level("WARNING"):
+        result = runner.invoke(app, [*args, "--out", str(tmp_path / "s.csv")])
+    assert result.exit_code == 0, result.output
+    assert "1 of 3 images were converted" in caplog.text and "100×100 → 8×8" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import logging
 import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -33,9 +35,12 @@ from tripwire.data.transforms import conform
 from tripwire.data.user import load_user_data
 from tripwire.detectors import DEFAULT_DETECTOR, Detector, create_detector, list_detectors
 from tripwire.detectors.fileformat import read_key, writing
-from tripwire.errors import InvalidInputError
+from tripwire.errors import DataError, InvalidInputError
 from tripwire.models.reference import ModelReference
 from tripwire.paths import atomic_write
+
+if TYPE_CHECKING:
+    import torch
 
 console = Console()
 logger = logging.getLogger(__name__)
@@ -215,6 +220,12 @@ def score_command(
     weights: Path | None = WEIGHTS,
     output: str = OUTPUT,
     batch_size: int = typer.Option(256, min=1, help="Images per forward pass."),
+    no_resize: bool = typer.Option(
+        False,
+        "--no-resize",
+        help="Refuse images of another size or channel count than the model's, instead of "
+        "resizing and converting them (with a warning that counts them).",
+    ),
     signing_key: Path | None = _SIGNING_KEY,
     data_dir: Path | None = DATA_DIR,
     cache_dir: Path | None = CACHE_DIR,
@@ -243,15 +254,48 @@ def score_command(
         ref = ModelReference.recorded_zoo_model(det.model_ref_)
     net = ref.load(data_dir, cache_dir)
     guard = Guard(net, det)
-    c, h, w = det.input_shape_
-    stream = open_image_stream(input, size=(h, w))
-    result = guard((conform(x, (c, h, w)) for x in stream.batches(batch_size)), batch_size)
+    shape = det.input_shape_
+    stream = open_image_stream(input, size=None if no_resize else shape[1:])
+    converted: Counter[str] = Counter()
+    result = guard(_fitted(stream.batches(batch_size), shape, converted, no_resize), batch_size)
     _write_csv(out, result.predicted, result.scores, result.is_anomaly, stream.files)
+    converted.update(stream.resized)
+    if converted:
+        logger.warning(
+            "%d of %d images were converted to the model's input %s (%s); their scores are not "
+            "those of images made at that size and colour, and more of them may be flagged. "
+            "--no-resize refuses such images.",
+            sum(converted.values()),
+            stream.count,
+            "×".join(map(str, shape)),
+            "; ".join(f"{n} × {what}" for what, n in converted.most_common()),
+        )
     n_flagged = int(result.is_anomaly.sum())
     console.print(
         f"scored {stream.count} images: {n_flagged} flagged as anomalous "
         f"({100 * n_flagged / stream.count:.1f} %) → {out}"
     )
+
+
+def _fitted(
+    batches: Iterator[torch.Tensor],
+    shape: tuple[int, int, int],
+    converted: Counter[str],
+    refuse: bool,
+) -> Iterator[torch.Tensor]:
+    """The batches converted to `shape` (`conform`), each conversion counted in `converted`
+    by "C×H×W → c×h×w" — or, with `refuse`, a `DataError` at the first image that needs one."""
+    for x in batches:
+        if tuple(x.shape[1:]) != tuple(shape):
+            what = f"{'×'.join(map(str, x.shape[1:]))} → {'×'.join(map(str, shape))}"
+            if refuse:
+                raise DataError(
+                    f"images of {what.split(' →')[0]} where the model takes "
+                    f"{'×'.join(map(str, shape))} (C×H×W); convert them first, or score "
+                    "without --no-resize to have them resized and converted"
+                )
+            converted[what] += len(x)
+        yield conform(x, shape)
 
 
 def _write_csv(out: Path, predicted, scores, flags, files: list[str] | None) -> None:  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ class ImageStream:
         name: the file's or folder's name.
         count: how many images.
         files: for a folder, each image's path relative to it, in order; else None.
+        resized: how many image files were resized while decoding, by "W×H → w×h" (filled
+            as the stream is read).
     """
 
     name: str
@@ -44,6 +47,7 @@ class ImageStream:
     read: Callable[[int], Iterator[np.ndarray]] = field(repr=False)
     origin: str = ""
     files: list[str] | None = None
+    resized: Counter[str] = field(default_factory=Counter)
 
     def batches(self, batch_size: int = 256) -> Iterator[torch.Tensor]:
         """Float32 N×C×H×W batches in [0, 1], in order."""
@@ -151,6 +155,7 @@ def _files_stream(
     name: str, files: list[Path], root: Path, size: tuple[int, int] | None
 ) -> ImageStream:
     mode = "L" if all(probe_mode(f) in GREY_MODES for f in files) else "RGB"
+    resized: Counter[str] = Counter()
 
     def read(batch_size: int) -> Iterator[np.ndarray]:
         expected: tuple[int, ...] | None = None
@@ -158,7 +163,10 @@ def _files_stream(
             arrays = []
             for f in files[start : start + batch_size]:
                 im = decode(f, str(f), mode)
-                a = to_array(resize(im, size) if size is not None else im)
+                if size is not None and im.size != (size[1], size[0]):
+                    resized[f"{im.size[0]}×{im.size[1]} → {size[1]}×{size[0]}"] += 1
+                    im = resize(im, size)
+                a = to_array(im)
                 expected = expected or a.shape
                 if a.shape != expected:
                     raise DataError(
@@ -169,4 +177,5 @@ def _files_stream(
                 arrays.append(a)
             yield np.stack(arrays)
 
-    return ImageStream(name, len(files), read, str(root), [str(f.relative_to(root)) for f in files])
+    relative = [str(f.relative_to(root)) for f in files]
+    return ImageStream(name, len(files), read, str(root), relative, resized)
