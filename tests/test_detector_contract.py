@@ -196,6 +196,22 @@ def test_the_forms_users_hold_images_in_score_alike(world: dict[str, Any]) -> No
     torch.testing.assert_close(refit.score(model, u8), fit("msp", world).score(model, x))
 
 
+def test_calibration_on_few_images_a_class_warns(
+    world: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    det = fit("msp", world)
+    with caplog.at_level("WARNING", logger="tripwire.detectors.base"):
+        det.calibrate(world["model"], world["val"].subset(slice(0, 30)))
+    assert (
+        "thresholds from 30 calibration images: 3 of 3 classes have fewer than 100" in caplog.text
+    )
+    caplog.clear()
+    many = torch.cat([world["test"]] * 2)  # 600 images, ≥ 100 of each class
+    with caplog.at_level("WARNING", logger="tripwire.detectors.base"):
+        det.calibrate(world["model"], many)
+    assert "coarse" not in caplog.text
+
+
 _CACHE: dict[str, Detector] = {}
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -51,6 +52,12 @@ from tripwire.errors import (
 )
 from tripwire.features import eval_mode, model_device
 from tripwire.models.digest import weights_digest
+
+logger = logging.getLogger(__name__)
+
+# Fewer calibration images than this predicted as a class, and `calibrate` warns: the 95 %
+# quantile of ~100 scores already moves by about ±2 percentage points of coverage.
+FEW_CALIBRATION_IMAGES = 100
 
 DataLike = ImageSet | torch.Tensor | np.ndarray
 Images = torch.Tensor | np.ndarray
@@ -377,6 +384,21 @@ class Detector(ABC):
             scores, predicted, self.num_classes_, tpr, unmodelled=self._unmodelled_classes()
         )
         self.calibration_tpr_ = tpr
+        counts = torch.bincount(predicted.cpu(), minlength=self.num_classes_)
+        if int(counts.min()) < FEW_CALIBRATION_IMAGES:
+            logger.warning(
+                "thresholds from %d calibration images: %d of %d classes have fewer than %d "
+                "(fewest: %d, class %d), so their thresholds are coarse and the share of new "
+                "clean inputs flagged can be far from 1 − TPR = %.3g; calibrate on more "
+                "in-distribution images the model never trained on",
+                len(predicted),
+                int((counts < FEW_CALIBRATION_IMAGES).sum()),
+                self.num_classes_,
+                FEW_CALIBRATION_IMAGES,
+                int(counts.min()),
+                int(counts.argmin()),
+                1 - tpr,
+            )
 
     def _calibration_scores(
         self, model: nn.Module, id_val: DataLike
