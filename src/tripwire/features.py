@@ -31,6 +31,7 @@ from torch import nn
 from tripwire.errors import InvalidInputError
 from tripwire.head import PenultimateTap, check_head_output
 from tripwire.model_output import require_logits
+from tripwire.progress import track
 
 Pooling = Literal["mean", "max", "meanstd", "none"]
 POOLINGS: tuple[str, ...] = ("mean", "max", "meanstd", "none")
@@ -243,7 +244,7 @@ def extract_features(
         stack.enter_context(torch.no_grad())
         tap = stack.enter_context(LayerTap(model, layers, pooling))
         head = stack.enter_context(PenultimateTap(model)) if penultimate else None
-        for x in batches:
+        for x in track(batches, "feature pass"):
             if head is None:
                 out = require_logits(model(x.to(device)))
             else:

@@ -25,6 +25,7 @@ T = TypeVar("T")
 logger = logging.getLogger("tripwire")
 
 _enabled: bool | None = None
+_active: Progress | None = None  # the bar on screen, which nested loops add their rows to
 
 
 def set_progress(enabled: bool) -> None:
@@ -41,12 +42,27 @@ def progress_enabled() -> bool:
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    """Iterate over `items`, showing a progress bar when enabled (a plain loop otherwise)."""
+    """Iterate over `items`, showing a progress bar when enabled (a plain loop otherwise).
+
+    A loop inside another tracked loop (a detector's feature pass inside the demo's loop over
+    detectors) adds its bar below the outer one for as long as it runs.
+    """
+    global _active
     if not progress_enabled():
         yield from items
         return
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
+    if _active is not None:
+        outer = _active
+        task = outer.add_task(description, total=total)
+        try:
+            for item in items:
+                yield item
+                outer.advance(task)
+        finally:
+            outer.remove_task(task)
+        return
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -55,7 +71,11 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         TimeRemainingColumn(),
     )
     with Progress(*columns, transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        for item in items:
-            yield item
-            bar.advance(task)
+        _active = bar
+        try:
+            task = bar.add_task(description, total=total)
+            for item in items:
+                yield item
+                bar.advance(task)
+        finally:
+            _active = None

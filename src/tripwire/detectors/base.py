@@ -52,6 +52,7 @@ from tripwire.errors import (
 )
 from tripwire.features import eval_mode, model_device
 from tripwire.models.digest import weights_digest
+from tripwire.progress import track
 
 logger = logging.getLogger(__name__)
 
@@ -343,8 +344,11 @@ class Detector(ABC):
         device, dtype = model_device(model), _float_dtype(model)
         values, predicted = [], []
         grad = torch.enable_grad() if self.needs_gradients else torch.no_grad()
+        n = len(x) if isinstance(x, ImageSet | torch.Tensor | np.ndarray) else None
+        total = None if n is None else math.ceil(n / batch_size)
+        batches = track(self._batches(x, batch_size), f"{self.name}: scoring", total)
         with eval_mode(model), grad:
-            for xb in self._batches(x, batch_size):
+            for xb in batches:
                 v, p = per_batch(model, xb.to(device, dtype))
                 values.append(v.detach().cpu())
                 predicted.append(p.detach().cpu())
