@@ -116,6 +116,23 @@ def test_score_never_trains_a_zoo_model(user_folder: Path) -> None:
     assert not Path("empty/models").exists() and not Path("s.csv").exists()
 
 
+@pytest.mark.parametrize("device", ["nonsense", "meta"])
+def test_a_device_this_machine_cannot_use_is_refused_before_any_work(
+    tmp_path: Path, device: str
+) -> None:
+    out = tmp_path / "det"
+    result = runner.invoke(app, ["fit", "--device", device, "--out", str(out)])
+    assert isinstance(result.exception, InvalidInputError) and "--device" in str(result.exception)
+    assert not out.exists()
+
+
+def test_device_cpu_runs_the_model_there(user_folder: Path) -> None:
+    model = ["--model", "mynet:make_net", "--device", "cpu"]
+    _ok(["fit", *model, "--data", "digits8", "--detector", "msp", "--out", "det"])
+    np.savez("x.npz", x=np.zeros((3, 8, 8), np.uint8))
+    _ok(["score", "--detector", "det", *model, "--input", "x.npz", "--out", "s.csv"])
+
+
 def test_version_and_detectors_list() -> None:
     from tripwire import __version__
 

@@ -14,12 +14,14 @@ from tripwire.cli import app
 from tripwire.cli.options import (
     CACHE_DIR,
     DATA_DIR,
+    DEVICE,
     MODEL_HELP,
     OUTPUT,
     PARAM,
     WEIGHTS,
     output_choice,
     parse_params,
+    to_device,
 )
 from tripwire.errors import InvalidInputError
 
@@ -49,6 +51,7 @@ def make_command(
     data_dir: Path | None = DATA_DIR,
     cache_dir: Path | None = CACHE_DIR,
     no_cache: bool = typer.Option(False, "--no-cache", help="Regenerate; do not use the cache."),
+    device: str | None = DEVICE,
 ) -> None:
     """Make anomalies for a model; attacks use the first N images of --data (a zoo model's test
     set by default). The .npz written is input to `tripwire score` and `tripwire data preview`."""
@@ -64,7 +67,7 @@ def make_command(
     )
     if data is None and not ref.is_zoo:
         raise InvalidInputError("--data is required for a model that is not in the zoo")
-    net = ref.load(data_dir, cache_dir)
+    net = to_device(ref.load(data_dir, cache_dir), device)
 
     def images() -> ImageSet:
         source = get_recipe(ref.name).source if data is None else data

@@ -19,6 +19,7 @@ from tripwire.cli import app
 from tripwire.cli.options import (
     CACHE_DIR,
     DATA_DIR,
+    DEVICE,
     MODEL_HELP,
     OUTPUT,
     PARAM,
@@ -26,7 +27,9 @@ from tripwire.cli.options import (
     WEIGHTS,
     output_choice,
     parse_params,
+    resolve_device,
     set_threads,
+    to_device,
 )
 from tripwire.data import get_source, load_source
 from tripwire.data.base import ImageSet
@@ -110,6 +113,7 @@ def fit_command(
     data_dir: Path | None = DATA_DIR,
     cache_dir: Path | None = CACHE_DIR,
     threads: int | None = THREADS,
+    device: str | None = DEVICE,
 ) -> None:
     """Fit a detector for a model on in-distribution data, calibrate its thresholds, save it.
 
@@ -118,12 +122,13 @@ def fit_command(
     """
     set_threads(threads)
     key = None if signing_key is None else read_key(signing_key)
-    det = create_detector(detector, **parse_params(param))  # bad parameters: before any work
+    det = create_detector(detector, **parse_params(param))  # bad options: before any work
+    resolve_device(device)
     with writing(out):  # held from here: a second fit to --out stops before fitting
         ref = ModelReference(
             model, None if weights is None else str(weights), seed, output=output_choice(output)
         )
-        net = ref.load(data_dir, cache_dir)
+        net = to_device(ref.load(data_dir, cache_dir), device)
         fit_set, calib_set, data = _fit_and_calibration_sets(
             ref, data, calibration_data, calibration_fraction, seed, data_dir
         )
@@ -230,6 +235,7 @@ def score_command(
     data_dir: Path | None = DATA_DIR,
     cache_dir: Path | None = CACHE_DIR,
     threads: int | None = THREADS,
+    device: str | None = DEVICE,
 ) -> None:
     """Score images with a fitted detector; write one CSV row per image.
 
@@ -252,7 +258,7 @@ def score_command(
         )
     else:
         ref = ModelReference.recorded_zoo_model(det.model_ref_)
-    net = ref.load(data_dir, cache_dir)
+    net = to_device(ref.load(data_dir, cache_dir), device)
     guard = Guard(net, det)
     shape = det.input_shape_
     stream = open_image_stream(input, size=None if no_resize else shape[1:])

@@ -15,7 +15,16 @@ import typer
 from rich.console import Console
 
 from tripwire.cli import app
-from tripwire.cli.options import CACHE_DIR, DATA_DIR, MODEL_HELP, OUTPUT, WEIGHTS, output_choice
+from tripwire.cli.options import (
+    CACHE_DIR,
+    DATA_DIR,
+    DEVICE,
+    MODEL_HELP,
+    OUTPUT,
+    WEIGHTS,
+    output_choice,
+    to_device,
+)
 from tripwire.data.user import load_user_data
 from tripwire.detectors.feature_response import local_entropy
 from tripwire.errors import InvalidInputError
@@ -54,6 +63,7 @@ def explain_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the attack."),
     data_dir: Path | None = DATA_DIR,
     cache_dir: Path | None = CACHE_DIR,
+    device: str | None = DEVICE,
 ) -> None:
     """Write PNGs of original vs guided-backprop response map (and adversarial, with --attack)."""
     import matplotlib
@@ -65,7 +75,7 @@ def explain_command(
     ref = ModelReference(
         model_name, None if weights is None else str(weights), output=output_choice(output)
     )
-    model = ref.load(data_dir, cache_dir)
+    model = to_device(ref.load(data_dir, cache_dir), device)
     data = load_user_data(input_path)
     x = data.as_float(slice(0, n)).to(model_device(model))
     if x.shape[0] == 0:

@@ -36,6 +36,38 @@ def output_choice(value: str) -> int | str:
     return int(value) if value.lstrip("-").isdigit() else value
 
 
+DEVICE = typer.Option(
+    None,
+    "--device",
+    help="Where the model runs (cpu, cuda, cuda:1, mps, …); the detector follows the model. "
+    "Default: cpu.",
+)
+
+
+def resolve_device(device: str | None) -> Any:
+    """A --device option as a ``torch.device`` (None stays None), or an `InvalidInputError`
+    naming a device torch does not know or this machine does not have."""
+    if device is None:
+        return None
+    import torch
+
+    try:
+        target = torch.device(device)
+        torch.empty(0, device=target)  # raises where the device is absent
+    except (RuntimeError, AssertionError) as e:
+        reason = str(e).strip().splitlines()[0]
+        raise InvalidInputError(f"--device {device!r}: not usable here ({reason})") from None
+    if target.type == "meta":
+        raise InvalidInputError("--device 'meta': holds no data, so it cannot run a model")
+    return target
+
+
+def to_device(model: Any, device: str | None) -> Any:
+    """The model moved to a --device option's device (None: left where it is)."""
+    target = resolve_device(device)
+    return model if target is None else model.to(target)
+
+
 PARAM = typer.Option([], "--param", help="Override a default: key=value (repeatable).")
 THREADS = typer.Option(
     None,
