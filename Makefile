@@ -24,11 +24,13 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check src tests scripts
+	$(BIN)/mypy src
 	TRIPWIRE_REQUIRE_PYTORCH_OOD=1 $(BIN)/pytest -q
 
 lint: setup
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/mypy src
 
 bench-fast: setup
 	$(BIN)/tripwire --quiet bench --suite mnist-lenet --fast --model lenet-mnist --out results/fast

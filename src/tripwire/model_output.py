@@ -28,6 +28,7 @@ class ModelOutputError(TripwireError):
 
 def output_choices(out: Any) -> str:
     """The indices, keys or tensor attributes an output offers, with their shapes."""
+    items: list[tuple[int | str, Any]]
     if isinstance(out, Mapping):
         items = [(k, v) for k, v in out.items() if isinstance(k, str)]
     elif isinstance(out, Sequence) and not isinstance(out, str):

@@ -1,14 +1,14 @@
 """What every white-box attack shares: filter to correctly classified inputs, draw the seeded
 randomness up front, perturb batch by batch on the model's device, and record the outcome.
 
-A subclass implements `_perturb(model, x, y, **extra)` for one batch (and `_draw` if it needs
+A subclass implements `_perturb(model, x, y, extra)` for one batch (and `_draw` if it needs
 randomness: drawn once for all inputs from a `torch.Generator`, so the result does not depend on
 the batch size and no global random state is touched).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -69,7 +69,7 @@ class Attack(BaseGenerator):
             slices = batch_slices(len(idx), self.batch_size)
             for s in track(slices, f"{self.name} attack"):
                 kw = {k: v[s].to(device) for k, v in extra.items()}
-                xa = self._perturb(model, xs[s].to(device), ys[s].to(device), **kw)
+                xa = self._perturb(model, xs[s].to(device), ys[s].to(device), kw)
                 advs.append(xa.detach().clamp_(0.0, 1.0).cpu())
             x_adv = torch.cat(advs)
             pred, conf, _ = outcome(model, x_adv, self.batch_size)
@@ -97,8 +97,10 @@ class Attack(BaseGenerator):
         return {}
 
     def _perturb(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **extra: Any
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, extra: dict[str, torch.Tensor]
     ) -> torch.Tensor:
+        """The adversarial batch for inputs `x` of labels `y`; `extra` holds this batch's rows
+        of what `_draw` drew (random starts, targets, …)."""
         raise NotImplementedError
 
 

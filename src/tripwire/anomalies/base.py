@@ -134,8 +134,8 @@ class AnomalySet:
         }
         for k, v in self.norms.items():
             out[f"mean_{k}"] = mean(v)
-        targeted = (self.target >= 0) & (self.labels >= 0)
-        if bool(targeted.any()):
+        targeted = (self.target >= 0) & (self.labels >= 0) if self.target is not None else None
+        if targeted is not None and self.target is not None and bool(targeted.any()):
             hit = self.predicted[targeted] == self.target[targeted]
             out["target_rate"] = float(hit.float().mean())
         return out

@@ -30,7 +30,9 @@ class _BIM(Attack):
         if not isinstance(self.params["steps"], int) or self.params["steps"] < 1:
             raise InvalidInputError(f"{self.name}: steps must be an integer ≥ 1")
 
-    def _perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _perturb(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, extra: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
         p = self.params
         return iterative_linf(
             model,

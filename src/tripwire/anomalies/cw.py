@@ -52,7 +52,9 @@ class CWL2(Attack):
             if not isinstance(self.params[k], int) or self.params[k] < 1:
                 raise InvalidInputError(f"{self.name}: {k} must be an integer ≥ 1")
 
-    def _perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _perturb(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, extra: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
         p = self.params
         n = len(x)
         w0 = torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6))

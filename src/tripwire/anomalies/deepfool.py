@@ -41,7 +41,9 @@ class DeepFool(Attack):
             if not isinstance(self.params[k], int) or self.params[k] < 1:
                 raise InvalidInputError(f"{self.name}: {k} must be an integer ≥ 1")
 
-    def _perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _perturb(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, extra: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
         p = self.params
         dims = (-1,) + (1,) * (x.ndim - 1)
         with torch.no_grad():

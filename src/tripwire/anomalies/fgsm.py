@@ -32,6 +32,8 @@ class FGSM(Attack):
     def _validate(self) -> None:
         require_positive(self, "eps")
 
-    def _perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _perturb(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, extra: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
         grad, _ = loss_gradient(model, x, y)
         return (x + self.params["eps"] * grad.sign()).clamp_(0.0, 1.0)

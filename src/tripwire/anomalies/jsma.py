@@ -61,8 +61,9 @@ class JSMA(Attack):
         return {"target": (y + shift) % num_classes}
 
     def _perturb(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, extra: dict[str, torch.Tensor]
     ) -> torch.Tensor:
+        target = extra["target"]
         theta, gamma = float(self.params["theta"]), float(self.params["gamma"])
         shape = x.shape
         flat = x.flatten(1).clone()

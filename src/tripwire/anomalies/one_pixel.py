@@ -73,8 +73,9 @@ class OnePixel(Attack):
         return {"seeds": torch.randint(0, 2**62, (len(x),), generator=gen)}
 
     def _perturb(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, extra: dict[str, torch.Tensor]
     ) -> torch.Tensor:
+        seeds = extra["seeds"]
         _, c, h, w = x.shape
         k, size = int(self.params["pixels"]), int(self.params["population"])
         if k > h * w:

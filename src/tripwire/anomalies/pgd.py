@@ -51,8 +51,9 @@ class PGDLinf(_PGD):
         return {"start": noise if self.params["random_start"] else torch.zeros_like(x)}
 
     def _perturb(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, extra: dict[str, torch.Tensor]
     ) -> torch.Tensor:
+        start = extra["start"]
         p = self.params
         x0 = (x + start).clamp(0.0, 1.0)
         return iterative_linf(
@@ -93,8 +94,9 @@ class PGDL2(_PGD):
         return {"start": d * r * self.params["eps"]}
 
     def _perturb(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, extra: dict[str, torch.Tensor]
     ) -> torch.Tensor:
+        start = extra["start"]
         p = self.params
         x_adv = project_l2(x + start, x, p["eps"])
         for _ in range(p["steps"]):

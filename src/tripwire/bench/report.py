@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ def _metric_table(
     model: str,
     detectors: list[str],
     sets: list[str],
-    family: dict[str, str],
+    family: Mapping[str, str],
     metric: str,
 ) -> str:
     body = []
@@ -378,10 +379,11 @@ def _paper_rows(
     """(paper row, its cells, our set) for each comparison: a single-model table keeps its
     ``rows``, a multi-model one (the CIFAR file) the rows under the suite's `paper_model` key;
     a paper row that several of our sets rebuild appears once per set."""
-    rows = tab.get("rows") if "rows" in tab else tab.get(paper_key or "", {})
+    rows = (tab.get("rows") if "rows" in tab else tab.get(paper_key or "")) or {}
     out: list[tuple[str, dict[str, Any], str | None]] = []
     for row, cells in rows.items():
-        for ours in rows_of.get(row) or [None]:
+        ours_sets: list[str | None] = [*rows_of.get(row, [])] or [None]
+        for ours in ours_sets:
             out.append((row, cells, ours))
     return out
 
@@ -401,7 +403,7 @@ def _figures(folder: Path, model: str, seed: int, sets: list[str]) -> str:
 
 
 def _per_class_figures(
-    folder: Path, models: list[str], seed: int, sets: list[str], family: dict[str, str]
+    folder: Path, models: list[str], seed: int, sets: list[str], family: Mapping[str, str]
 ) -> str:
     """Per-predicted-class score histograms of the chosen detectors, anomalies pooled by family."""
     out = []
@@ -438,7 +440,7 @@ def _per_class_figures(
     return "\n\n".join([intro, *out])
 
 
-def _embedding(folder: Path, model: str, family: dict[str, str]) -> str:
+def _embedding(folder: Path, model: str, family: Mapping[str, str]) -> str:
     path = folder / f"embedding-{model}.npz"
     if not path.exists():
         return ""

@@ -218,7 +218,8 @@ def _per_target(
     class at a time, each class stops at its own goal — the same algorithm, settings and success
     rule, for a fraction of the generations. Class `c` uses seed ``seed * K + c`` (K classes).
     """
-    k = model_info(model, shape).num_classes
+    c, h, w = shape
+    k = model_info(model, (c, h, w)).num_classes
     parts = [
         make_anomalies(
             spec.source,
@@ -422,7 +423,7 @@ def _run_one(
                 "fit_summary": det.fit_summary(),
                 "step_seconds": {k: round(v, 2) for k, v in clock.wall.items()},
             }
-            scores = {"id": s_id.numpy(), "id_pred": p_id.numpy()}
+            scores: dict[str, Any] = {"id": s_id.numpy(), "id_pred": p_id.numpy()}
             rows: list[dict[str, Any]] = []
             raws = {}
             for a in sets:
@@ -477,7 +478,7 @@ def _save_mdl_features(
     parts = {"ID": id_test.as_float()[torch.randperm(len(id_test), generator=g)[: 3 * per_set]]}
     for a in sets:
         parts[a.spec.name] = a.images[torch.randperm(len(a.images), generator=g)[:per_set]]
-    arrays = {}
+    arrays: dict[str, Any] = {}
     for name, x in parts.items():
         feats = extract_features(model, x.split(512), [det.layer_], det.pooling)
         arrays[name] = feats.layers[det.layer_].numpy()

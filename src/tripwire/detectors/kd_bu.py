@@ -100,8 +100,13 @@ class KernelDensity:
 
     def to(self, device: torch.device) -> KernelDensity:
         """The same density with tensors on `device`."""
-        t = (self.centre, self.weight, self.bias)
-        return KernelDensity(*(x.to(device) for x in t), self.const, self.bandwidth)
+        return KernelDensity(
+            self.centre.to(device),
+            self.weight.to(device),
+            self.bias.to(device),
+            self.const,
+            self.bandwidth,
+        )
 
     def log_density(self, z: torch.Tensor) -> torch.Tensor:
         """log KD of each row of `z` (N, D), float64 (N,)."""
@@ -250,7 +255,7 @@ class KDBUDetector(Detector):
         s = max(1, max(len(p) for p in per_class))
         self.support_ = torch.zeros(self.num_classes_, s, z.shape[1])
         self.counts_ = torch.tensor([len(p) for p in per_class], dtype=torch.long)
-        self._density_cache = None
+        self._density_cache: tuple[torch.device, list[KernelDensity | None]] | None = None
         for c, p in enumerate(per_class):
             self.support_[c, : len(p)] = p
 
@@ -319,10 +324,11 @@ class KDBUDetector(Detector):
         for c, zc in enumerate(z[order].split(sizes)):
             if len(zc) == 0:
                 continue
-            if densities[c] is None:
+            density = densities[c]
+            if density is None:
                 parts.append(torch.full((len(zc),), float("inf"), dtype=torch.float64))
             else:
-                parts.append(-densities[c].log_density(zc))
+                parts.append(-density.log_density(zc))
         out = torch.empty(len(z), dtype=torch.float64, device=z.device)
         out[order] = torch.cat([p.to(z.device) for p in parts])
         return out

@@ -138,7 +138,11 @@ class ClassConditionalOCSVM:
         if self.support.device == torch.device(device):
             return self
         return ClassConditionalOCSVM(
-            *(t.to(device) for t in (self.mean, self.scale, self.support, self.coef, self.gamma)),
+            self.mean.to(device),
+            self.scale.to(device),
+            self.support.to(device),
+            self.coef.to(device),
+            self.gamma.to(device),
             self.fitted.to(device),
         )
 

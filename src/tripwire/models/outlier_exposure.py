@@ -228,9 +228,8 @@ def fine_tune_outlier_exposure(
         for epoch in range(1, epochs + 1):
             model.train()
             order = torch.randperm(len(train_set), generator=generator)
-            batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-            if progress:
-                batches = track(batches, f"OE epoch {epoch}/{epochs}", total=len(batches))
+            slices = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+            batches = track(slices, f"OE epoch {epoch}/{epochs}") if progress else iter(slices)
             sums = {"loss": 0.0, "in": 0.0, "out": 0.0, "msp": 0.0}
             correct = n_out = 0
             for idx in batches:

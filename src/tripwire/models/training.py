@@ -230,9 +230,8 @@ def train_classifier(
                 return TrainResult(accuracy, history, offset + time.perf_counter() - start, False)
             model.train()
             order = torch.randperm(len(train_set), generator=generator)
-            batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-            if progress:
-                batches = track(batches, f"epoch {epoch}/{epochs}", total=len(batches))
+            slices = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+            batches = track(slices, f"epoch {epoch}/{epochs}") if progress else iter(slices)
             loss_sum, correct = 0.0, 0
             for idx in batches:
                 x = random_shift(train_set.as_float(idx), augment_shift, generator).to(device)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -153,7 +154,7 @@ def per_class_histogram_figure(
         ax.set_yticks([])
     for ax in list(axes.flat)[len(classes) :]:
         ax.axis("off")
-    handles = [Patch(color="0.6", alpha=0.6, label="ID")]
+    handles: list[Artist] = [Patch(color="0.6", alpha=0.6, label="ID")]
     handles += [Line2D([], [], color=f"C{i}", label=n) for i, n in enumerate(data)]
     handles.append(Line2D([], [], color="k", ls="--", lw=0.8, label="95th pct of class's ID"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8)
