@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from tripwire.cli import app
-from tripwire.detectors import DEFAULT_DETECTOR, create_detector, list_detectors
+from tripwire.detectors import DEFAULT_DETECTOR, Detector, create_detector, list_detectors
 from tripwire.detectors.registry import detector_parameters, get_detector_class
-from tripwire.errors import InvalidInputError
+from tripwire.errors import FormatError, InvalidInputError
 from tripwire.model_output import ModelOutputError
 from tripwire.models.zoo import ModelNotTrainedError, UnknownModelError
 
@@ -91,6 +92,35 @@ def test_a_model_returning_a_tuple_takes_output(user_folder: Path) -> None:
     np.savez("x.npz", x=np.zeros((3, 8, 8), np.uint8))
     _ok(["score", "--detector", "det", *model, "--output", "1", "--input", "x.npz", "--out", "s"])
     assert len(Path("s").read_text().splitlines()) == 4
+
+
+@pytest.mark.parametrize("how", ["script", "trace"])
+def test_a_torchscript_file_works_with_detectors_that_read_logits(
+    user_folder: Path, how: str
+) -> None:
+    namespace: dict[str, object] = {}
+    exec(USER_MODULE, namespace)
+    net = namespace["make_net"]().eval()  # type: ignore[operator]
+    compiled = (
+        torch.jit.script(net) if how == "script" else torch.jit.trace(net, torch.rand(2, 1, 8, 8))
+    )
+    torch.jit.save(compiled, "net.ts")
+    _ok(["fit", "--model", "net.ts", "--data", "digits8", "--detector", "odin", "--out", "det"])
+    assert Detector.load("det").model_ref_ == {"name": "net.ts"}  # never a path
+    np.savez("x.npz", x=np.zeros((3, 8, 8), np.uint8))
+    _ok(["score", "--detector", "det", "--model", "net.ts", "--input", "x.npz", "--out", "s.csv"])
+    refused = runner.invoke(app, ["fit", "--model", "net.ts", "--data", "digits8", "--out", "d2"])
+    assert isinstance(refused.exception, InvalidInputError)
+    assert "TorchScript" in str(refused.exception) and "msp" in str(refused.exception)
+
+
+def test_a_torch_save_file_as_model_is_refused_unread(user_folder: Path) -> None:
+    namespace: dict[str, object] = {}
+    exec(USER_MODULE, namespace)
+    torch.save(namespace["make_net"](), "whole.pt")  # type: ignore[operator]
+    result = runner.invoke(app, ["fit", "--model", "whole.pt", "--data", "digits8", "--out", "d"])
+    assert isinstance(result.exception, FormatError)
+    assert "never unpickled" in str(result.exception) and "module:function" in str(result.exception)
 
 
 def test_anomalies_make_needs_data_for_a_user_model(user_folder: Path) -> None:

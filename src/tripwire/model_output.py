@@ -96,13 +96,27 @@ def _is_logits(value: Any) -> bool:
     return isinstance(value, torch.Tensor) and value.ndim == 2 and value.is_floating_point()
 
 
+class LogitsOf(nn.Module):
+    """A model that takes no forward hooks (TorchScript), returning its logits alone."""
+
+    def __init__(self, model: nn.Module, output: int | str) -> None:
+        super().__init__()
+        self.model, self.output = model, output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pick_output(self.model(x), self.output)
+
+
 def select_output(model: nn.Module, output: int | str = AUTO) -> nn.Module:
-    """Make `model` return its logits alone (a forward hook; replaces one installed before).
+    """Make `model` return its logits alone (a forward hook that replaces one installed before;
+    a TorchScript model, which takes no hooks, is wrapped in `LogitsOf` instead).
 
     Example:
         >>> model = select_output(hf_classifier, "logits")  # doctest: +SKIP
         >>> model(x).shape                                    # torch.Size([N, K])
     """
+    if isinstance(model, torch.jit.ScriptModule):  # takes no hooks: wrap it where needed
+        return model if output == AUTO else LogitsOf(model, output)
     previous = getattr(model, "_tripwire_output_hook", None)
     if previous is not None:
         previous.remove()

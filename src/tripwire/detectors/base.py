@@ -172,6 +172,28 @@ class Detector(ABC):
     name: ClassVar[str]
     needs_anomalies: ClassVar[bool] = False
     needs_gradients: ClassVar[bool] = False
+
+    def reads_layers(self) -> bool:
+        """Whether the detector hooks the model's layers (True) or reads its logits only."""
+        return True
+
+    def check_tappable(self, model: nn.Module) -> None:
+        """An `InvalidInputError` when the detector reads layers that `model` cannot show: a
+        TorchScript model runs as one compiled graph, whose layers take no hooks."""
+        if not self.reads_layers() or not any(
+            isinstance(m, torch.jit.ScriptModule) for m in model.modules()
+        ):
+            return
+        from tripwire.detectors.registry import create_detector, list_detectors
+
+        logits_only = [n for n in list_detectors() if not create_detector(n).reads_layers()]
+        raise InvalidInputError(
+            f"{self.name} reads the model's layers, and a TorchScript model runs as one compiled "
+            "graph whose layers take no hooks. On it, use a detector that reads only the logits "
+            f"({', '.join(logits_only)}), or give the model as Python code ('module:function' "
+            "and its weights)"
+        )
+
     # hyper-parameters that `get_params` and a saved detector leave out (e.g. a secret key)
     secret_params: ClassVar[tuple[str, ...]] = ()
 
@@ -211,6 +233,7 @@ class Detector(ABC):
             )
         anomaly_set = None if anomalies is None else as_image_set(anomalies, "anomalies")
         self._validate_params()
+        self.check_tappable(model)
         with eval_mode(model):
             logits = model(data.as_float(slice(0, 1)).to(model_device(model)))
         self._begin_fit(model, data.image_shape, int(logits.shape[1]))
@@ -341,6 +364,7 @@ class Detector(ABC):
         self.check_fitted()
         if verify_model:
             self.verify_model(model)
+        self.check_tappable(model)
         device, dtype = model_device(model), _float_dtype(model)
         values, predicted = [], []
         grad = torch.enable_grad() if self.needs_gradients else torch.no_grad()

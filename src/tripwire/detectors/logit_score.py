@@ -16,6 +16,9 @@ from tripwire.features import Features
 class LogitScoreDetector(FeatureDetector):
     """A detector whose anomaly score is `score_logits` of the model's logits."""
 
+    def reads_layers(self) -> bool:
+        return False
+
     def _fit_features(self, model: nn.Module, features: Features) -> None:
         pass
 

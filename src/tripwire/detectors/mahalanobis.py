@@ -137,6 +137,9 @@ class MahalanobisDetector(Detector):
         self.validation_size = validation_size
         self.seed = seed
 
+    def reads_layers(self) -> bool:
+        return any(layer != LOGITS for layer in self.layers)
+
     def _validate_params(self) -> None:
         if isinstance(self.layers, str) or len(self.layers) == 0:
             raise ValueError(f"layers must be a non-empty list of names, got {self.layers!r}")

@@ -92,6 +92,9 @@ class ODINDetector(Detector):
     name = "odin"
     needs_gradients = True
 
+    def reads_layers(self) -> bool:
+        return False
+
     def __init__(
         self,
         temperature: float = 1000.0,

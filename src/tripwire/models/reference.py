@@ -16,7 +16,8 @@ class ModelReference:
     """Where a model comes from.
 
     Attributes:
-        name: a zoo name (``"lenet-mnist"``) or an entry point (``"pkg.module:factory"``).
+        name: a zoo name (``"lenet-mnist"``), an entry point (``"pkg.module:factory"``) or the
+            path of a TorchScript file.
         weights: the safetensors file for an entry point (None for zoo models).
         seed: which trained copy of a zoo model.
         train_if_missing: train a zoo model the cache lacks (else `ModelNotTrainedError`).
@@ -31,14 +32,22 @@ class ModelReference:
     output: int | str = "auto"
 
     @property
+    def is_file(self) -> bool:
+        """True for a model file (TorchScript) given by its path."""
+        return Path(self.name).is_file()
+
+    @property
     def is_zoo(self) -> bool:
-        """True for zoo names (entry points contain a colon)."""
-        return ":" not in self.name
+        """True for zoo names (entry points contain a colon; files exist)."""
+        return ":" not in self.name and not self.is_file
 
     def as_dict(self) -> dict[str, str | int]:
         """What a detector's JSON records of the model (`Detector.model_ref_`), for messages and
-        for naming a zoo model: the name, and a zoo model's seed — never a path."""
-        return {"name": self.name, "seed": self.seed} if self.is_zoo else {"name": self.name}
+        for naming a zoo model: the name (a file's name without its folder), and a zoo model's
+        seed — never a path."""
+        if self.is_zoo:
+            return {"name": self.name, "seed": self.seed}
+        return {"name": Path(self.name).name if self.is_file else self.name}
 
     @classmethod
     def recorded_zoo_model(cls, recorded: dict[str, object]) -> ModelReference:
@@ -70,7 +79,7 @@ class ModelReference:
         from the current folder, as ``python -m`` would, and the model is made to return its
         logits alone (`output`)."""
         from tripwire.model_output import select_output
-        from tripwire.models.user import load_user_model
+        from tripwire.models.user import load_model_file, load_user_model
         from tripwire.models.zoo import load_model
 
         if self.is_zoo:
@@ -81,5 +90,8 @@ class ModelReference:
                 seed=self.seed,
                 train_if_missing=self.train_if_missing,
             )
-        model = load_user_model(self.name, self.weights, search_path=Path.cwd())
+        if self.is_file:
+            model = load_model_file(self.name)
+        else:
+            model = load_user_model(self.name, self.weights, search_path=Path.cwd())
         return select_output(model, self.output)

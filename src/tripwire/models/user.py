@@ -1,16 +1,18 @@
-"""The user's own classifier: any ``torch.nn.Module`` built by an importable factory, with weights
-from a safetensors file, usable everywhere a zoo model is."""
+"""The user's own classifier, usable everywhere a zoo model is: any ``torch.nn.Module`` built by
+an importable factory with weights from a safetensors file, or a TorchScript file."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
 import sys
+import zipfile
 from pathlib import Path
 
+import torch
 from torch import nn
 
-from tripwire.errors import TripwireError
+from tripwire.errors import FormatError, TripwireError
 from tripwire.models.weights import load_weights
 
 
@@ -91,4 +93,41 @@ def load_user_model(
         )
     if weights is not None:
         load_weights(model, weights)
+    return model.eval()
+
+
+def load_model_file(path: str | Path) -> nn.Module:
+    """A TorchScript model file (``torch.jit.save`` of a scripted or traced model), on the CPU,
+    in eval mode. TorchScript runs as one compiled graph: detectors that read only the logits
+    work on it (`Detector.reads_layers`), the others refuse it with a typed error.
+
+    Raises:
+        FormatError: a `torch.save` file (a state dict or a pickled module, which tripwire never
+            unpickles), a `torch.export` program, or no model file at all; the message says
+            what to give instead.
+    """
+    path = Path(path)
+    if path.suffix == ".pt2":
+        raise FormatError(
+            f"{path}: a torch.export program, which tripwire does not load yet; give the model "
+            "as 'module:function' with --weights, or as a TorchScript file (torch.jit.save)"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        names = []
+    if not any("/code/" in n for n in names):
+        target = path.with_suffix(".safetensors")
+        raise FormatError(
+            f"{path}: not a TorchScript model file. A torch.save file (a state dict or a "
+            "pickled model) is never unpickled: give the model as 'module:function' (the "
+            "function that builds it) and --weights as safetensors, converted once with "
+            'python -c "import torch, safetensors.torch as st; '
+            f"st.save_file(torch.load('{path}', weights_only=True), '{target}')\""
+        )
+    try:
+        model = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as e:
+        raise FormatError(f"{path}: cannot load the TorchScript model ({e})") from None
     return model.eval()
