@@ -14,7 +14,9 @@ Pooling of a conv map C×H×W (Zhao et al. §4 reduce the MDL to its channel mea
 * ``"meanstd"`` — per-channel mean and standard deviation, 2·C numbers;
 * ``"none"`` — the flattened map, C·H·W numbers.
 
-Dense outputs (N×D) are used as they are, whatever the pooling.
+Dense outputs (N×D) are used as they are, whatever the pooling. Token sequences N×T×D (the
+3-D outputs of transformer blocks) are pooled the same way over their T tokens, D numbers (2·D
+for ``"meanstd"``).
 """
 
 from __future__ import annotations
@@ -58,6 +60,25 @@ def list_layers(model: nn.Module, *, leaves_only: bool = True) -> list[str]:
     return names
 
 
+def layers_that_run(model: nn.Module, sample: torch.Tensor) -> list[str]:
+    """The `list_layers` names whose module is called when `model` runs on `sample` (a module
+    can hold weights the forward uses without calling it), in definition order."""
+    ran: set[str] = set()
+    modules = dict(model.named_modules())
+    names = list_layers(model)
+    handles = [
+        modules[n].register_forward_hook(lambda *_, n=n: ran.add(n))  # type: ignore[misc]
+        for n in names
+    ]
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(sample.to(model_device(model)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [n for n in names if n in ran]
+
+
 ACTIVATIONS: tuple[type[nn.Module], ...] = (
     nn.ReLU,
     nn.ReLU6,
@@ -78,11 +99,15 @@ ACTIVATIONS: tuple[type[nn.Module], ...] = (
 
 
 def pool(activation: torch.Tensor, pooling: Pooling = "mean") -> torch.Tensor:
-    """Reduce one layer's activation to an N×D matrix (see the module docstring)."""
+    """Reduce one layer's activation to an N×D matrix (see the module docstring). Feature maps
+    N×C×H×W… are pooled over their positions; N×T×D token sequences (the 3-D outputs of
+    transformer blocks, which act on the last dimension) over their tokens."""
     if activation.ndim == 2:
         return activation
     if activation.ndim < 2:
         return activation.reshape(activation.shape[0], -1)
+    if activation.ndim == 3:  # N×T×D tokens → N×D×T
+        activation = activation.transpose(1, 2)
     flat = activation.flatten(2)  # N×C×(H·W…)
     if pooling == "mean":
         return flat.mean(dim=2)
@@ -256,6 +281,13 @@ def extract_features(
                 c, hh, w = x.shape[1:]
                 shape = (int(c), int(hh), int(w))
             logits.append(out.cpu())
+            silent = [name for name in layers if name not in tap.outputs]
+            if silent:
+                raise InvalidInputError(
+                    f"layer(s) {silent} did not run in the forward pass (a module whose weights "
+                    "the model uses without calling it, such as nn.MultiheadAttention's "
+                    f"out_proj); layers that run: {', '.join(layers_that_run(model, x[:1]))}"
+                )
             for name in layers:
                 collected[name].append(tap.outputs[name].cpu())
     if not logits:

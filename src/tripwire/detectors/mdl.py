@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from tripwire.detectors.ocsvm import ClassConditionalOCSVM
-from tripwire.features import Pooling, extract_features, list_layers
+from tripwire.features import Pooling, extract_features, layers_that_run
 from tripwire.metrics import auroc
 
 TIE = 5e-3  # AUROC lead below which layers count as tied (module docstring)
@@ -41,9 +41,10 @@ def candidate_layers(model: nn.Module, sample: torch.Tensor, pooling: Pooling) -
     """Layers before the logits whose pooled output has at least 2 dimensions.
 
     Layers whose pooled output equals the logits (the last layer) are left out, and so are
-    one-dimensional ones (e.g. an input normalisation of a grey image).
+    one-dimensional ones (e.g. an input normalisation of a grey image) and modules the forward
+    pass never calls.
     """
-    names = list_layers(model)
+    names = layers_that_run(model, sample[:2])
     feats = extract_features(model, [sample[:2]], names, pooling)
     out = []
     for name in names:
