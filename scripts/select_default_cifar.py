@@ -29,9 +29,10 @@ detector's AUROC minus 1.0 point (the issue's "within 1.0 point of the best"); t
 the smallest total shortfall below the targets wins; ties go to the higher mean AUROC over the
 sets.
 
-A ``name:key=value`` given to `run` scores a registered detector with one setting changed (e.g.
-``mahalanobis:shrinkage=none``); `analyse` lists such variants beside the detectors but never
-takes them as the best registered detector.
+A ``name:key=value;key=value`` given to `run` scores a registered detector with settings changed
+(e.g. ``mahalanobis:shrinkage=none``, ``gram:orders=[1];layers=deepest``); `analyse` lists such
+variants beside the detectors but never takes them as the best registered detector; the Gram
+variants in ``GRAM_VIEWS`` also enter the candidate views.
 
 Usage:
     TRIPWIRE_DATA=../shared/data python scripts/select_default_cifar.py run \\
@@ -65,6 +66,9 @@ COMPONENTS = ("mdl", "logit-svm", "msp-log", "margin")
 CHEAP_VIEWS = ("knn", "vim", "mahalanobis", "energy", "maxlogit", "gen")
 # the feature-only detectors added after the first selection (each ≥ 0.9× the bare forward)
 NEW_VIEWS = ("rmds", "react", "ash-s", "scale", "fdbd", "nnguide")
+# Gram deviations of order 1 (third run): on every activation layer with maps, and on the
+# deepest ones alone (the cheap variant)
+GRAM_VIEWS = ("gram:orders=[1]", "gram:orders=[1];layers=deepest")
 VIEW_SETS = (
     COMPONENTS,
     (*COMPONENTS, "knn"),
@@ -81,6 +85,7 @@ VIEW_SETS = (
     *((*COMPONENTS, "vim", view) for view in NEW_VIEWS),
     (*COMPONENTS, "vim", "rmds", "react"),
     (*COMPONENTS, "vim", "knn", "rmds"),
+    *((*COMPONENTS, "vim", view) for view in GRAM_VIEWS),
 )
 FUSIONS = ("sum+", "max", "sum")
 TAIL = 0.99
@@ -181,16 +186,17 @@ def run(args: argparse.Namespace) -> None:
 
 
 def parse_setting(spec: str) -> tuple[str, dict[str, object]]:
-    """``"name:key=value"`` (a registered detector with one setting changed; the value as JSON
-    where it parses) → (name, {key: value}); a bare name → (name, {})."""
-    name, _, setting = spec.partition(":")
-    if not setting:
-        return name, {}
-    key, _, value = setting.partition("=")
-    try:
-        return name, {key: json.loads(value)}
-    except json.JSONDecodeError:
-        return name, {key: value}
+    """``"name:key=value;key=value"`` (a registered detector with settings changed; each value
+    as JSON where it parses) → (name, {key: value, …}); a bare name → (name, {})."""
+    name, _, settings = spec.partition(":")
+    params: dict[str, object] = {}
+    for setting in filter(None, settings.split(";")):
+        key, _, value = setting.partition("=")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return name, params
 
 
 def _standardise(
@@ -225,7 +231,7 @@ def analyse(args: argparse.Namespace) -> None:
         views[name] = {
             key: stored["uniform-plus"][f"{key}:raw"][:, i] for key in ["calibration", *keys]
         }
-    for name in (*CHEAP_VIEWS, *NEW_VIEWS):
+    for name in (*CHEAP_VIEWS, *NEW_VIEWS, *GRAM_VIEWS):
         if name in stored:
             views[name] = {key: stored[name][key] for key in ["calibration", *keys]}
     pred = {key: stored["uniform-plus"][f"{key}:pred"] for key in ["calibration", *keys]}

@@ -112,3 +112,19 @@ def test_models_without_a_usable_head_are_refused(world) -> None:
     for name in ("knn", "vim", "rmds", "react", "fdbd", "nnguide"):
         with pytest.raises(InvalidInputError, match=r"not that of its last nn\.Linear"):
             create_detector(name).fit(Scaled(), train)
+
+
+def test_gram_on_the_deepest_maps_is_gram_on_those_layers(world, tmp_path) -> None:
+    """relu1 gives 4×12×12 maps, relu2 8×6×6, relu3 dense: "deepest" keeps relu2 alone."""
+    model, train, *_ = world
+    x = torch.rand(20, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    deepest = create_detector("gram", layers="deepest", orders=[1]).fit(model, train)
+    named = create_detector("gram", layers=["relu2"], orders=[1]).fit(model, train)
+    assert deepest.layers_ == ["relu2"]
+    torch.testing.assert_close(deepest.score(model, x), named.score(model, x))
+    deepest.save(tmp_path / "g")
+    torch.testing.assert_close(
+        type(deepest).load(tmp_path / "g").score(model, x), deepest.score(model, x)
+    )
+    with pytest.raises(ValueError, match="'deepest' or names"):
+        create_detector("gram", layers="shallowest").fit(model, train)

@@ -10,7 +10,9 @@ Matrices" (ICML 2020). For a layer ℓ with feature maps F ∈ R^{C×HW} and an 
                                             anomalous)
 
 Orders p = 1…10 as in the paper; by default every activation layer of the model (the paper
-monitors the outputs of all layers); ``layers=[...]`` names others. The bounds come from the
+monitors the outputs of all layers); ``layers="deepest"`` keeps those whose maps have the
+fewest positions (the last stage of a CNN: the cheapest to monitor); ``layers=[...]`` names
+others. The bounds come from the
 labelled classes of (1 − `holdout_fraction`) of the fit images (their predicted classes where
 unlabelled), E[δ_ℓ] from the rest (the paper takes it on ID validation data); inputs are scored
 against the bounds of their predicted class. Computed in float64: F^10 overflows float32.
@@ -109,7 +111,8 @@ class GramDetector(Detector):
 
     Args:
         layers: layer names; None: every activation layer (`tripwire.features.ACTIVATIONS`)
-            whose output is a feature map.
+            whose output is a feature map; ``"deepest"``: those of them whose maps have the
+            fewest positions.
         orders: the orders p (paper: 1…10).
         holdout_fraction: share of the fit images that set E[δ_ℓ] instead of the bounds.
         seed: seed of that split.
@@ -122,7 +125,7 @@ class GramDetector(Detector):
 
     def __init__(
         self,
-        layers: list[str] | None = None,
+        layers: list[str] | str | None = None,
         orders: list[int] | None = None,
         holdout_fraction: float = 0.1,
         seed: int = 0,
@@ -141,22 +144,27 @@ class GramDetector(Detector):
             isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in orders
         ):
             raise ValueError(f"orders must be positive integers, got {self.orders!r}")
-        if self.layers is not None and (
+        if isinstance(self.layers, str):
+            if self.layers != "deepest":
+                raise ValueError(f"layers must be None, 'deepest' or names, got {self.layers!r}")
+        elif self.layers is not None and (
             not self.layers or len(set(self.layers)) < len(self.layers)
         ):
-            raise ValueError(f"layers must be None or distinct names, got {self.layers!r}")
+            raise ValueError(
+                f"layers must be None, 'deepest' or distinct names, got {self.layers!r}"
+            )
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
 
     def _choose_layers(self, model: nn.Module, sample: torch.Tensor) -> list[str]:
-        if self.layers is not None:
+        if isinstance(self.layers, list | tuple):
             return list(self.layers)
         modules = dict(model.named_modules())
         candidates = [n for n in list_layers(model) if isinstance(modules[n], ACTIVATIONS)]
-        shapes: dict[str, int] = {}
+        shapes: dict[str, torch.Size] = {}
         hooks = [
             modules[n].register_forward_hook(
-                lambda _m, _i, out, n=n: shapes.__setitem__(n, out.ndim)
+                lambda _m, _i, out, n=n: shapes.__setitem__(n, out.shape)
             )
             for n in candidates
         ]
@@ -166,12 +174,16 @@ class GramDetector(Detector):
         finally:
             for h in hooks:
                 h.remove()
-        chosen = [n for n in candidates if shapes.get(n, 0) >= 3]
+        chosen = [n for n in candidates if n in shapes and len(shapes[n]) >= 3]
         if not chosen:
             raise InvalidInputError(
                 "the model has no activation layer with feature maps; name layers with "
                 f"layers=[...] from: {', '.join(list_layers(model))}"
             )
+        if self.layers == "deepest":
+            positions = {n: shapes[n][2:].numel() for n in chosen}
+            fewest = min(positions.values())
+            chosen = [n for n in chosen if positions[n] == fewest]
         return chosen
 
     def _statistics(
