@@ -117,7 +117,10 @@ def test_calibration_accepts_about_tpr(fitted: Detector, world: dict[str, Any]) 
     model = world["model"]
     fitted.calibrate(model, world["val"], tpr=0.9)
     accepted = 1 - fitted.predict(model, world["val"]).float().mean().item()
-    assert accepted >= 0.9 - 1e-9
+    assert accepted >= 0.9 - 1e-9  # on the calibration images: by construction
+    # on 300 new ID images: 0.9 up to chance (SD ≈ 0.017 for 300 draws; the bound is 3.5 SD)
+    new = 1 - fitted.predict(model, world["test"]).float().mean().item()
+    assert new >= 0.84, new
 
 
 def test_model_untouched(world: dict[str, Any]) -> None:
