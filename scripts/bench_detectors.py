@@ -12,8 +12,9 @@ With ``--shared-features`` the fit images' logits and penultimate features are e
 (time and peak RSS printed) and every `FeatureDetector` is fitted on them with `fit_features`, as
 `tripwire bench` does; its "fit s" is then the `fit_features` time alone. Scoring is always the
 full `score(model, x)` path, forward pass included.
-A detector may carry hyper-parameters, ``name:key=value,key=value`` (values parsed as JSON when
-they can be, e.g. ``mahalanobis:epsilon=0.0014`` or ``kd_bu:max_per_class=1000``). The 1-minute
+A detector may carry hyper-parameters, ``name:key=value;key=value`` (values parsed as JSON when
+they can be, e.g. ``mahalanobis:epsilon=0.0014`` or ``gram:orders=[1];layers=deepest``;
+`tripwire.detectors.registry.parse_detector_spec`). The 1-minute
 load average is printed with each row.
 
 ``--kd-validation N …`` instead measures KD+BU's `max_per_class` on validation data only: the
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import resource
 import statistics
@@ -50,6 +50,7 @@ from tripwire.data import load_source
 from tripwire.data.base import ImageSet
 from tripwire.detectors import create_detector
 from tripwire.detectors.feature_detector import FeatureDetector
+from tripwire.detectors.registry import parse_detector_spec
 from tripwire.features import extract_features
 from tripwire.models.zoo import load_model
 
@@ -67,19 +68,6 @@ def forward_time(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> fl
         for start in range(0, len(x), batch_size):
             model(x[start : start + batch_size])
     return time.perf_counter() - t
-
-
-def parse_spec(spec: str) -> tuple[str, dict[str, object]]:
-    """``"name:key=value,key=value"`` → (name, {key: value}); values are JSON when they parse."""
-    name, _, rest = spec.partition(":")
-    params: dict[str, object] = {}
-    for item in filter(None, rest.split(",")):
-        key, _, value = item.partition("=")
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
-    return name, params
 
 
 def kd_validation(model: torch.nn.Module, train: ImageSet, caps: list[int], bs: int) -> None:
@@ -153,7 +141,7 @@ def main() -> None:
         f"{'maxrss MB':>9} {'load':>5}"
     )
     for spec in args.detectors:
-        name, params = parse_spec(spec)
+        name, params = parse_detector_spec(spec)
         det = create_detector(name, **params)
         anomalies = None
         if det.needs_anomalies:

@@ -59,6 +59,7 @@ from tripwire.data import load_source
 from tripwire.data.base import ImageSet
 from tripwire.detectors import create_detector, get_detector_class, list_detectors
 from tripwire.detectors.proxies import make_proxies
+from tripwire.detectors.registry import parse_detector_spec
 from tripwire.detectors.uniform_plus import UniformPlusDetector
 from tripwire.models.zoo import load_model
 
@@ -150,7 +151,7 @@ def run(args: argparse.Namespace) -> None:
         path = out / "scores" / f"{spec}.npz"
         if path.exists():
             continue
-        name, setting = parse_setting(spec)
+        name, setting = parse_detector_spec(spec)
         klass = get_detector_class(name)
         params = {"seed": args.seed} if "seed" in klass.param_names() else {}
         det = create_detector(name, **params, **PARAMS.get(name, {}), **setting)
@@ -183,20 +184,6 @@ def run(args: argparse.Namespace) -> None:
             f"{spec}: {time.perf_counter() - start:.0f} s, ID flagged {100 * flagged:.1f} %",
             flush=True,
         )
-
-
-def parse_setting(spec: str) -> tuple[str, dict[str, object]]:
-    """``"name:key=value;key=value"`` (a registered detector with settings changed; each value
-    as JSON where it parses) → (name, {key: value, …}); a bare name → (name, {})."""
-    name, _, settings = spec.partition(":")
-    params: dict[str, object] = {}
-    for setting in filter(None, settings.split(";")):
-        key, _, value = setting.partition("=")
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
-    return name, params
 
 
 def _standardise(

@@ -12,8 +12,8 @@ over the seeds) minus 0.5 points — the issue's "within 0.5 points of the best"
 with the smallest total shortfall below those targets wins; ties go to fewer sets missed, then to
 the largest worst-case slack (the smallest margin above a target, over the sets).
 
-``--references a b:key=value …`` scores only these reference detectors (``name:key=value`` is a
-registered detector with one setting changed, the value as JSON where it parses), and
+``--references a b:key=value …`` scores only these reference detectors (``name:key=value;…`` is
+a registered detector with settings changed, `parse_detector_spec`), and
 ``--no-variants`` skips the `uniform-plus` variants: e.g. to compare Mahalanobis' covariance
 estimators on the same validation sets.
 
@@ -27,7 +27,6 @@ import argparse
 import copy
 import inspect
 import itertools
-import json
 
 import torch
 
@@ -38,6 +37,7 @@ from tripwire.data import load_source
 from tripwire.data.transforms import conform
 from tripwire.detectors import create_detector, get_detector_class, list_detectors
 from tripwire.detectors.proxies import make_proxies
+from tripwire.detectors.registry import parse_detector_spec
 from tripwire.detectors.uniform_plus import EXTRAS, FUSIONS, UniformPlusDetector
 from tripwire.models.zoo import load_model
 
@@ -84,18 +84,6 @@ def variant_aurocs(det: UniformPlusDetector, model, fit, id_x, sets) -> dict[str
     return out
 
 
-def parse_reference(spec: str) -> tuple[str, dict[str, object]]:
-    """``"name:key=value"`` → (name, {key: value}), the value as JSON where it parses."""
-    name, _, setting = spec.partition(":")
-    if not setting:
-        return name, {}
-    key, _, value = setting.partition("=")
-    try:
-        return name, {key: json.loads(value)}
-    except json.JSONDecodeError:
-        return name, {key: value}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=None)
@@ -120,7 +108,7 @@ def main() -> None:
         fgsm = None
         references = args.references or [n for n in list_detectors() if not n.startswith("uniform")]
         for spec in references:
-            name, setting = parse_reference(spec)
+            name, setting = parse_detector_spec(spec)
             params = inspect.signature(get_detector_class(name).__init__).parameters
             seeded = {"seed": seed} if "seed" in params else {}
             ref = create_detector(name, **seeded, **setting)

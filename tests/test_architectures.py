@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from tiny_world import make_world
+from tiny_world import make_world, train_on_world
 from tripwire.data.base import ImageSet
 from tripwire.detectors import create_detector, list_detectors
 from tripwire.errors import InvalidInputError
@@ -78,15 +78,8 @@ class TinyResNet(nn.Module):
 @functools.cache
 def _trained(kind: str) -> tuple[nn.Module, ImageSet]:
     torch.manual_seed(0)
-    x, y = make_world(300, seed=1)
     model = TinyViT() if kind == "vit" else TinyResNet()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(40):
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    x, y = train_on_world(model, 300, 40)
     assert (model(x).argmax(1) == y).float().mean() > 0.95
     return model, ImageSet("world", x, y)
 

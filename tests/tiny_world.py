@@ -53,16 +53,25 @@ class TinyNet(nn.Module):
 
 
 @functools.cache
-def _trained_state(smooth: bool) -> dict[str, torch.Tensor]:
-    torch.manual_seed(0)
-    x, y = make_world(900, seed=1)
-    model = TinyNet(smooth)
+def train_on_world(model: nn.Module, n: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train `model` (full-batch Adam; dropout draws from torch's global generator, which the
+    caller seeds) on the world's first `n` images (seed 1); eval mode afterwards. Returns those
+    images and labels."""
+    x, y = make_world(n, seed=1)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(60):
+    for _ in range(steps):
         loss = nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
+    model.eval()
+    return x, y
+
+
+def _trained_state(smooth: bool) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    model = TinyNet(smooth)
+    train_on_world(model, 900, 60)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 

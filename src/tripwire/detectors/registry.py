@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import json
 import typing
 from typing import Any, TypeVar
 
@@ -88,6 +89,24 @@ def detector_parameters(klass: type[Detector]) -> dict[str, inspect.Parameter]:
     """The keyword parameters of a detector class's ``__init__``, in order, with their defaults."""
     parameters = inspect.signature(klass.__init__).parameters
     return {k: p for k, p in parameters.items() if k != "self"}
+
+
+def parse_detector_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"name:key=value;key=value"`` → (name, {key: value, …}), each value read as JSON where
+    it parses (``0.3``, ``true``, ``[1, 2]``), else kept as a string; a bare name → (name, {}).
+    Scripts name a detector with settings changed this way: ``gram:orders=[1];layers=deepest``.
+    """
+    name, _, settings = spec.partition(":")
+    params: dict[str, Any] = {}
+    for setting in filter(None, settings.split(";")):
+        key, sep, value = setting.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"{spec!r}: settings must look like key=value;key=value")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return name, params
 
 
 def list_detectors() -> list[str]:
