@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import subprocess
 import sys
@@ -262,7 +263,7 @@ def test_thresholds_come_from_images_the_model_never_trained_on(
     named = runner.invoke(app, [*fit, "--data", "digits8", "--out", str(tmp_path / "a")])
     assert named.exit_code == 0, named.output
     assert "thresholds on 225 images of digits8-test[validation]" in _text(named)
-    assert not caplog.records
+    assert not _seen_training(caplog)
     # a file of training images: a held-out share of it, with a warning that says what to do
     train = load_source("digits8", "train")
     x = (train.as_float()[:, 0].numpy() * 255).astype(np.uint8)
@@ -270,7 +271,7 @@ def test_thresholds_come_from_images_the_model_never_trained_on(
     from_file = runner.invoke(app, [*fit, "--data", str(data), "--out", str(tmp_path / "b")])
     assert from_file.exit_code == 0, from_file.output
     assert "thresholds on 135 images" in _text(from_file)
-    (warning,) = caplog.records
+    (warning,) = _seen_training(caplog)
     assert (
         "model was trained on them" in warning.getMessage()
         and "--calibration-data" in warning.getMessage()
@@ -285,4 +286,10 @@ def test_thresholds_come_from_images_the_model_never_trained_on(
     )
     assert given.exit_code == 0, given.output
     assert "on 1347 images" in _text(given) and "thresholds on 300 images" in _text(given)
-    assert not caplog.records
+    assert not _seen_training(caplog)
+
+
+def _seen_training(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The warnings that the calibration images may be training images (the 8×8 digits have
+    ≈ 25 calibration images a class, so the few-images warning comes too, and is not these)."""
+    return [r for r in caplog.records if "trained on them" in r.getMessage()]

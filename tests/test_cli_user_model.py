@@ -112,6 +112,7 @@ def test_a_torchscript_file_works_with_detectors_that_read_logits(
     refused = runner.invoke(app, ["fit", "--model", "net.ts", "--data", "digits8", "--out", "d2"])
     assert isinstance(refused.exception, InvalidInputError)
     assert "TorchScript" in str(refused.exception) and "msp" in str(refused.exception)
+    assert not Path("d2").exists()  # a failed fit leaves no empty --out folder behind
 
 
 def test_a_torch_save_file_as_model_is_refused_unread(user_folder: Path) -> None:

@@ -155,7 +155,8 @@ def writing(folder: str | Path) -> Iterator[Path]:
     """Hold the write lock of a detector folder (created if missing) for the block.
 
     Re-entrant within a process, so a command can take it before a long fit and `write_detector`
-    take it again at the end.
+    take it again at the end. A folder this call created is removed again if the block fails
+    before anything was written into it.
 
     Raises:
         DetectorBusyError: another process holds it.
@@ -167,11 +168,13 @@ def writing(folder: str | Path) -> Iterator[Path]:
         return
     if path.exists() and not path.is_dir():
         raise FormatError(f"{path}: exists and is not a folder; give a folder for the detector")
+    created = not path.exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
         (path / LOCK_NAME).touch()
     except OSError as e:
         raise FormatError(f"{path}: cannot write a detector here ({e.strerror})") from None
+    failed = False
     with exclusive_lock(path / LOCK_NAME, wait=False) as held:
         if not held:
             raise DetectorBusyError(
@@ -181,8 +184,15 @@ def writing(folder: str | Path) -> Iterator[Path]:
         _held.add(path)
         try:
             yield path
+        except BaseException:
+            failed = True
+            raise
         finally:
             _held.discard(path)
+            if failed and created and [p.name for p in path.iterdir()] == [LOCK_NAME]:
+                # nothing was written: leave no empty folder behind
+                (path / LOCK_NAME).unlink(missing_ok=True)
+                path.rmdir()
 
 
 def write_detector(

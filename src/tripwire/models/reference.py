@@ -33,8 +33,9 @@ class ModelReference:
 
     @property
     def is_file(self) -> bool:
-        """True for a model file (TorchScript) given by its path."""
-        return Path(self.name).is_file()
+        """True for a model file (TorchScript) given by its path (a ``.py`` file is code: its
+        factory is named as ``module:function``)."""
+        return Path(self.name).is_file() and Path(self.name).suffix != ".py"
 
     @property
     def is_zoo(self) -> bool:
