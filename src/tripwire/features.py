@@ -281,8 +281,10 @@ def extract_features(
                 c, hh, w = x.shape[1:]
                 shape = (int(c), int(hh), int(w))
             logits.append(out.cpu())
-            silent = [name for name in layers if name not in tap.outputs]
-            if silent:
+            silent = (
+                [name for name in layers if name not in tap.outputs] if len(logits) == 1 else []
+            )
+            if silent:  # checked on the first batch: a module the forward skips never runs
                 raise InvalidInputError(
                     f"layer(s) {silent} did not run in the forward pass (a module whose weights "
                     "the model uses without calling it, such as nn.MultiheadAttention's "

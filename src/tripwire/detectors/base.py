@@ -173,6 +173,9 @@ class Detector(ABC):
     needs_anomalies: ClassVar[bool] = False
     needs_gradients: ClassVar[bool] = False
 
+    # hyper-parameters that `get_params` and a saved detector leave out (e.g. a secret key)
+    secret_params: ClassVar[tuple[str, ...]] = ()
+
     def reads_layers(self) -> bool:
         """Whether the detector hooks the model's layers (True) or reads its logits only."""
         return True
@@ -193,9 +196,6 @@ class Detector(ABC):
             f"({', '.join(logits_only)}), or give the model as Python code ('module:function' "
             "and its weights)"
         )
-
-    # hyper-parameters that `get_params` and a saved detector leave out (e.g. a secret key)
-    secret_params: ClassVar[tuple[str, ...]] = ()
 
     # ----------------------------------------------------------------------------------- params
     @classmethod

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from tripwire.errors import FormatError, TripwireError
-from tripwire.models.weights import load_weights
+from tripwire.models.weights import load_weights, safetensors_conversion
 
 
 class EntryPointError(TripwireError):
@@ -118,13 +118,11 @@ def load_model_file(path: str | Path) -> nn.Module:
     except (zipfile.BadZipFile, OSError):
         names = []
     if not any("/code/" in n for n in names):
-        target = path.with_suffix(".safetensors")
         raise FormatError(
             f"{path}: not a TorchScript model file. A torch.save file (a state dict or a "
             "pickled model) is never unpickled: give the model as 'module:function' (the "
             "function that builds it) and --weights as safetensors, converted once with "
-            'python -c "import torch, safetensors.torch as st; '
-            f"st.save_file(torch.load('{path}', weights_only=True), '{target}')\""
+            f"{safetensors_conversion(path)}"
         )
     try:
         model = torch.jit.load(str(path), map_location="cpu")

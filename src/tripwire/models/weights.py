@@ -65,6 +65,15 @@ def save_weights(
     return digest
 
 
+def safetensors_conversion(path: Path) -> str:
+    """The one-line command that turns the `torch.save` state dict at `path` into safetensors."""
+    target = path.with_suffix(".safetensors")
+    return (
+        'python -c "import torch, safetensors.torch as st; '
+        f"st.save_file(torch.load('{path}', weights_only=True), '{target}')\""
+    )
+
+
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a ``.safetensors`` state dict into `model` (strictly: same names, same shapes).
 
@@ -86,12 +95,9 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     with open(path, "rb") as f:
         head = f.read(4)
     if head.startswith(_TORCH_SAVE_MAGIC):
-        target = path.with_suffix(".safetensors")
         raise FormatError(
             f"{path}: a PyTorch pickle (torch.save), which tripwire never unpickles; convert the "
-            'state dict once, where you trust the file: python -c "import torch, '
-            f"safetensors.torch as st; st.save_file(torch.load('{path}', weights_only=True), "
-            f"'{target}')\""
+            f"state dict once, where you trust the file: {safetensors_conversion(path)}"
         )
     try:
         tensors = load_file(str(path))
