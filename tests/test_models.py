@@ -281,7 +281,7 @@ def test_buffers_the_weights_file_lacks_keep_the_models_values(
     from tripwire.models import Normalize
 
     net = LeNet5()
-    path = save_weights(net, tmp_path / "net.safetensors")
+    path = tmp_path / "net.safetensors"
     wrapped = nn.Sequential(Normalize((0.5,), (0.25,)), LeNet5())
     renamed = {f"1.{k}": v for k, v in net.state_dict().items()}
     save_file(renamed, str(path))
