@@ -8,12 +8,23 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def working_folder_stays_clean() -> Iterator[None]:
+    """Tests write into their temporary folders: a file left in the working folder is an error."""
+    cwd = Path.cwd()
+    before = set(os.listdir(cwd))
+    yield
+    left = sorted(n for n in set(os.listdir(cwd)) - before if not n.startswith("."))
+    assert not left, f"tests left {left} in {cwd}"
 
 
 @pytest.fixture(scope="session")
