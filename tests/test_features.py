@@ -34,6 +34,8 @@ def test_pooling_values() -> None:
     ms = pool(a, "meanstd")
     torch.testing.assert_close(ms[:, :2], torch.tensor([[5.5, 17.5]]))
     torch.testing.assert_close(ms[:, 2:], a.flatten(2).std(dim=2, unbiased=False))
+    f = a.flatten(2)[0].double()  # C × positions
+    torch.testing.assert_close(pool(a, "gram"), (f @ f.T).sum(dim=1, keepdim=True).T)
     assert pool(a, "none").shape == (1, 24)
     dense = torch.randn(5, 7)
     assert pool(dense, "mean") is dense

@@ -195,9 +195,9 @@ def test_gram_matches_with_our_bounds(world) -> None:
     ]
     rest = torch.nn.Sequential(model.flatten, model.fc1, model.relu3, model.fc2)
     gram = pytorch_ood_detector("gram").Gram(rest, blocks, num_classes=3, num_poles_list=[1, 2, 3])
-    gram.feature_min = [[low[:, i].float() for i in range(3)] for low in det.low_]
-    gram.feature_max = [[high[:, i].float() for i in range(3)] for high in det.high_]
-    gram.layer_norm = det.expected_.float()
+    gram.feature_min = [[low[:, i].float() for i in range(3)] for low in det.bounds_.low]
+    gram.feature_max = [[high[:, i].float() for i in range(3)] for high in det.bounds_.high]
+    gram.layer_norm = det.bounds_.expected.float()
     x = images_to_score()
     theirs = gram.predict(x).double()
     torch.testing.assert_close(det.score(model, x), theirs, rtol=1e-4, atol=1e-4)

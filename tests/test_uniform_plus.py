@@ -87,11 +87,11 @@ def test_calibrate_takes_the_normalisation_constants_from_the_calibration_images
     assert torch.equal(small.center_, center_at_fit) and torch.equal(small.scale_, scale_at_fit)
 
 
-def test_penultimate_views_equal_the_standalone_detectors_and_sum_plus_is_one_sided(
+def test_feature_views_equal_the_standalone_detectors_and_sum_plus_is_one_sided(
     tmp_path,
 ) -> None:
     model, train, val = trained_world()
-    extras = ("msp", "margin", "vim", "knn")
+    extras = ("msp", "margin", "vim", "knn", "gram")
     det = UniformPlusDetector(layer="relu1", extras=extras, fusion="sum+", holdout_fraction=0.2)
     det.fit(model, train).calibrate(model, val)
     raw, pred = det.raw_scores_of(model, val)
@@ -101,6 +101,11 @@ def test_penultimate_views_equal_the_standalone_detectors_and_sum_plus_is_one_si
     knn = create_detector("knn", k=50).fit(model, fit_part)
     torch.testing.assert_close(raw[:, 4].double(), vim.score(model, val), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(raw[:, 5].double(), knn.score(model, val), rtol=1e-5, atol=1e-6)
+    # the Gram view is the Gram detector's on the deepest maps at order 1, same split and seed
+    gram = create_detector("gram", layers="deepest", orders=[1], holdout_fraction=0.2)
+    gram.fit(model, train)
+    assert det.gram_layers_ == gram.layers_
+    torch.testing.assert_close(raw[:, 6].double(), gram.score(model, val), rtol=1e-5, atol=1e-6)
     # sum+: only the views that find an input atypical (z > 0) add to its score
     z = (raw - det.center_[pred]) / det.scale_[pred]
     expected = z.clamp_min(0).sum(dim=1).double()

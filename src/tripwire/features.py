@@ -12,6 +12,9 @@ Pooling of a conv map C×H×W (Zhao et al. §4 reduce the MDL to its channel mea
   the same after standardisation);
 * ``"max"`` — per-channel spatial maximum;
 * ``"meanstd"`` — per-channel mean and standard deviation, 2·C numbers;
+* ``"gram"`` — the row sums of the map's first-order Gram matrix F·Fᵀ (F: C × positions), the
+  order-1 statistic of Sastry & Oore (2020): each channel's map dotted with the sum of all
+  channels' maps, C numbers, in float64;
 * ``"none"`` — the flattened map, C·H·W numbers.
 
 Dense outputs (N×D) are used as they are, whatever the pooling. Token sequences N×T×D (the
@@ -35,8 +38,8 @@ from tripwire.head import PenultimateTap, check_head_output
 from tripwire.model_output import require_logits
 from tripwire.progress import track
 
-Pooling = Literal["mean", "max", "meanstd", "none"]
-POOLINGS: tuple[str, ...] = ("mean", "max", "meanstd", "none")
+Pooling = Literal["mean", "max", "meanstd", "gram", "none"]
+POOLINGS: tuple[str, ...] = ("mean", "max", "meanstd", "gram", "none")
 
 # Modules whose output only restates their input's information; not offered as feature layers.
 _SKIPPED = (nn.Dropout, nn.Dropout2d, nn.Flatten, nn.Identity)
@@ -119,6 +122,9 @@ def pool(activation: torch.Tensor, pooling: Pooling = "mean") -> torch.Tensor:
         mean = flat.mean(dim=2, keepdim=True)
         std = torch.linalg.vector_norm(flat - mean, dim=2) / math.sqrt(flat.shape[2])
         return torch.cat([mean.squeeze(2), std], dim=1)
+    if pooling == "gram":  # F·(Fᵀ·1): C·HW operations instead of the Gram matrix's C²·HW
+        f = flat.double()
+        return torch.bmm(f, f.sum(dim=1).unsqueeze(2)).squeeze(2)
     if pooling == "none":
         return activation.flatten(1)
     raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")

@@ -21,6 +21,7 @@ against the bounds of their predicted class. Computed in float64: F^10 overflows
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,6 +29,7 @@ from torch import nn
 
 from tripwire.data.base import ImageSet
 from tripwire.detectors.base import Detector
+from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import InvalidInputError, ModelMismatchError
 from tripwire.features import ACTIVATIONS, eval_mode, list_layers, model_device
@@ -105,6 +107,131 @@ class GramTap:
         return [self.outputs[n] for n in self.layers], logits
 
 
+def gram_layers(
+    model: nn.Module, sample: torch.Tensor, layers: Sequence[str] | str | None
+) -> list[str]:
+    """The layers a Gram view monitors: `layers` when they are names; None: every activation
+    layer (`tripwire.features.ACTIVATIONS`) whose output is a feature map; ``"deepest"``: those
+    of them whose maps have the fewest positions (found by one forward of `sample`)."""
+    if not isinstance(layers, str) and layers is not None:
+        return list(layers)
+    modules = dict(model.named_modules())
+    candidates = [n for n in list_layers(model) if isinstance(modules[n], ACTIVATIONS)]
+    shapes: dict[str, torch.Size] = {}
+    hooks = [
+        modules[n].register_forward_hook(lambda _m, _i, out, n=n: shapes.__setitem__(n, out.shape))
+        for n in candidates
+    ]
+    try:
+        with torch.no_grad():
+            model(sample)
+    finally:
+        for h in hooks:
+            h.remove()
+    chosen = [n for n in candidates if n in shapes and len(shapes[n]) >= 3]
+    if not chosen:
+        raise InvalidInputError(
+            "the model has no activation layer with feature maps; name layers with "
+            f"layers=[...] from: {', '.join(list_layers(model))}"
+        )
+    if layers == "deepest":
+        positions = {n: shapes[n][2:].numel() for n in chosen}
+        fewest = min(positions.values())
+        chosen = [n for n in chosen if positions[n] == fewest]
+    return chosen
+
+
+@dataclass
+class GramBounds:
+    """What a Gram view learns: per layer ℓ the class-wise bounds [m, M] of its statistics
+    (K × orders × C, float64) and E[δ_ℓ], the mean deviation of held-out ID inputs."""
+
+    low: list[torch.Tensor]
+    high: list[torch.Tensor]
+    expected: torch.Tensor
+
+    @classmethod
+    def fit(
+        cls,
+        stats: Sequence[torch.Tensor],
+        classes: torch.Tensor,
+        held_stats: Sequence[torch.Tensor],
+        held_classes: torch.Tensor,
+        num_classes: int,
+    ) -> GramBounds:
+        """Bounds from the statistics (per layer N × orders × C) of the ID fit images of each
+        class (a class without any takes the range over all of them), E[δ_ℓ] from the held-out
+        ones'."""
+        present = torch.bincount(classes, minlength=num_classes) > 0
+        lows, highs = [], []
+        for s in stats:
+            s = s.double()
+            low = torch.full((num_classes, *s.shape[1:]), float("inf"), dtype=torch.float64)
+            high = torch.full_like(low, float("-inf"))
+            index = classes[:, None, None].expand_as(s)
+            low.scatter_reduce_(0, index, s, "amin")
+            high.scatter_reduce_(0, index, s, "amax")
+            low[~present], high[~present] = s.amin(0), s.amax(0)
+            lows.append(low)
+            highs.append(high)
+        bounds = cls(lows, highs, torch.ones(len(lows), dtype=torch.float64))
+        expected = bounds.deviations(held_stats, held_classes).mean(dim=0)
+        bounds.expected = torch.where(expected > 0, expected, torch.ones_like(expected))
+        return bounds
+
+    def deviations(self, stats: Sequence[torch.Tensor], classes: torch.Tensor) -> torch.Tensor:
+        """δ_ℓ per input and layer against the bounds of `classes`: N × L."""
+        for s, low in zip(stats, self.low, strict=True):
+            if s.shape[1:] != low.shape[1:]:
+                raise ModelMismatchError(
+                    f"Gram statistics of shape {tuple(s.shape[1:])}; the detector was fitted on "
+                    f"{tuple(low.shape[1:])}"
+                )
+        return torch.stack(
+            [
+                deviation(s, low.to(s.device)[classes], high.to(s.device)[classes])
+                for s, low, high in zip(stats, self.low, self.high, strict=True)
+            ],
+            dim=1,
+        )
+
+    def score(self, stats: Sequence[torch.Tensor], classes: torch.Tensor) -> torch.Tensor:
+        """s = Σ_ℓ δ_ℓ / E[δ_ℓ] against the bounds of `classes` (float64)."""
+        deviations = self.deviations(stats, classes)
+        return (deviations / self.expected.to(deviations.device)).sum(dim=1)
+
+    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The tensors to store, named under `prefix`."""
+        out = {f"{prefix}expected": self.expected}
+        for i, (low, high) in enumerate(zip(self.low, self.high, strict=True)):
+            out[f"{prefix}low.{i}"], out[f"{prefix}high.{i}"] = low, high
+        return out
+
+    @classmethod
+    def restore(
+        cls,
+        tensors: dict[str, torch.Tensor],
+        prefix: str,
+        n_layers: int,
+        num_classes: int,
+        n_orders: int,
+    ) -> GramBounds:
+        """Inverse of `tensors`; ValueError where the parts do not fit."""
+        expected = tensors[f"{prefix}expected"]
+        if expected.shape != (n_layers,) or not bool((expected > 0).all()):
+            raise ValueError("expected deviations must be positive, one per layer")
+        low = [tensors[f"{prefix}low.{i}"] for i in range(n_layers)]
+        high = [tensors[f"{prefix}high.{i}"] for i in range(n_layers)]
+        for lo, hi in zip(low, high, strict=True):
+            if lo.shape != hi.shape or lo.ndim != 3 or lo.shape[:2] != (num_classes, n_orders):
+                raise ValueError(f"bounds of shape {tuple(lo.shape)} do not fit")
+            if lo.dtype != torch.float64 or hi.dtype != torch.float64:
+                raise ValueError("bounds must be float64")
+            if not bool(torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+                raise ValueError("bounds have non-finite entries")
+        return cls(low, high, expected)
+
+
 @register_detector
 class GramDetector(Detector):
     """Deviations of the layers' Gram-matrix statistics from their ID class-wise ranges.
@@ -156,36 +283,6 @@ class GramDetector(Detector):
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
 
-    def _choose_layers(self, model: nn.Module, sample: torch.Tensor) -> list[str]:
-        if isinstance(self.layers, list | tuple):
-            return list(self.layers)
-        modules = dict(model.named_modules())
-        candidates = [n for n in list_layers(model) if isinstance(modules[n], ACTIVATIONS)]
-        shapes: dict[str, torch.Size] = {}
-        hooks = [
-            modules[n].register_forward_hook(
-                lambda _m, _i, out, n=n: shapes.__setitem__(n, out.shape)
-            )
-            for n in candidates
-        ]
-        try:
-            with torch.no_grad():
-                model(sample)
-        finally:
-            for h in hooks:
-                h.remove()
-        chosen = [n for n in candidates if n in shapes and len(shapes[n]) >= 3]
-        if not chosen:
-            raise InvalidInputError(
-                "the model has no activation layer with feature maps; name layers with "
-                f"layers=[...] from: {', '.join(list_layers(model))}"
-            )
-        if self.layers == "deepest":
-            positions = {n: shapes[n][2:].numel() for n in chosen}
-            fewest = min(positions.values())
-            chosen = [n for n in chosen if positions[n] == fewest]
-        return chosen
-
     def _statistics(
         self, model: nn.Module, data: ImageSet
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -201,85 +298,36 @@ class GramDetector(Detector):
         return [torch.cat(s) for s in per_layer], torch.cat(logits)
 
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
-        self.layers_ = self._choose_layers(
-            model, data.as_float(slice(0, 2)).to(model_device(model))
-        )
+        sample = data.as_float(slice(0, 2)).to(model_device(model))
+        self.layers_ = gram_layers(model, sample, self.layers)
         bounds_set, norm_set = data.split(self.holdout_fraction, seed=self.seed)
         stats, logits = self._statistics(model, bounds_set)
-        classes = logits.argmax(1) if bounds_set.labels is None else bounds_set.labels
-        present = torch.bincount(classes, minlength=self.num_classes_) > 0
-        self.low_, self.high_ = [], []
-        for s in stats:  # N × P × C per layer
-            low = torch.full((self.num_classes_, *s.shape[1:]), float("inf"), dtype=torch.float64)
-            high = torch.full_like(low, float("-inf"))
-            low.scatter_reduce_(0, classes[:, None, None].expand_as(s), s, "amin")
-            high.scatter_reduce_(0, classes[:, None, None].expand_as(s), s, "amax")
-            # a class without fit images takes the range over all of them
-            low[~present], high[~present] = s.amin(0), s.amax(0)
-            self.low_.append(low)
-            self.high_.append(high)
         held, held_logits = self._statistics(model, norm_set)
-        held_classes = held_logits.argmax(1) if norm_set.labels is None else norm_set.labels
-        deviations = self._layer_deviations(held, held_classes)
-        expected = deviations.mean(dim=0)
-        self.expected_ = torch.where(expected > 0, expected, torch.ones_like(expected))
-
-    def _layer_deviations(self, stats: list[torch.Tensor], classes: torch.Tensor) -> torch.Tensor:
-        """δ_ℓ per input and layer against the bounds of `classes`: N × L."""
-        return torch.stack(
-            [
-                deviation(s, low.to(s.device)[classes], high.to(s.device)[classes])
-                for s, low, high in zip(stats, self.low_, self.high_, strict=True)
-            ],
-            dim=1,
+        self.bounds_ = GramBounds.fit(
+            stats,
+            logits.argmax(1) if bounds_set.labels is None else bounds_set.labels,
+            held,
+            held_logits.argmax(1) if norm_set.labels is None else norm_set.labels,
+            self.num_classes_,
         )
 
     def _score_batch(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with GramTap(model, self.layers_, self._orders()) as tap:
             stats, logits = tap.forward(model, x)
-        for s, low in zip(stats, self.low_, strict=True):
-            if s.shape[1:] != low.shape[1:]:
-                raise ModelMismatchError(
-                    f"Gram statistics of shape {tuple(s.shape[1:])}; the detector was fitted on "
-                    f"{tuple(low.shape[1:])}"
-                )
         predicted = logits.argmax(dim=1)
-        deviations = self._layer_deviations(stats, predicted)
-        return (deviations / self.expected_.to(deviations.device)).sum(dim=1), predicted
+        return self.bounds_.score(stats, predicted), predicted
 
     def fit_summary(self) -> dict[str, str]:
         return {"layers": f"{len(self.layers_)} layers"}
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
-        tensors = {"expected": self.expected_}
-        for i, (low, high) in enumerate(zip(self.low_, self.high_, strict=True)):
-            tensors[f"low.{i}"], tensors[f"high.{i}"] = low, high
-        return tensors
+        return self.bounds_.tensors("")
 
     def _state_meta(self) -> dict[str, Any]:
         return {"layers": self.layers_}
 
     def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        layers = meta["layers"]
-        if not isinstance(layers, list) or not all(isinstance(n, str) for n in layers):
-            raise ValueError("layers must be a list of names")
-        self.layers_ = layers
-        self.expected_ = tensors["expected"]
-        self.low_ = [tensors[f"low.{i}"] for i in range(len(layers))]
-        self.high_ = [tensors[f"high.{i}"] for i in range(len(layers))]
-
-    def _check_state(self) -> None:
-        orders = len(self._orders())
-        if self.expected_.shape != (len(self.layers_),) or not bool((self.expected_ > 0).all()):
-            raise ValueError("expected deviations must be positive, one per layer")
-        for low, high in zip(self.low_, self.high_, strict=True):
-            if (
-                low.shape != high.shape
-                or low.ndim != 3
-                or low.shape[:2] != (self.num_classes_, orders)
-            ):
-                raise ValueError(f"bounds of shape {tuple(low.shape)} do not fit")
-            if low.dtype != torch.float64 or high.dtype != torch.float64:
-                raise ValueError("bounds must be float64")
-            if not bool(torch.isfinite(low).all() and torch.isfinite(high).all()):
-                raise ValueError("bounds have non-finite entries")
+        self.layers_ = layers = state_field(meta, "layers", list[str])
+        self.bounds_ = GramBounds.restore(
+            tensors, "", len(layers), self.num_classes_, len(self._orders())
+        )

@@ -35,7 +35,7 @@ from tripwire.detectors.ocsvm import ClassConditionalOCSVM
 from tripwire.detectors.proxies import make_proxies
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import ModelMismatchError
-from tripwire.features import POOLINGS, LayerTap, Pooling, extract_features, model_device
+from tripwire.features import LayerTap, Pooling, extract_features, model_device
 from tripwire.head import PenultimateTap
 
 
@@ -96,7 +96,7 @@ class UniformDetector(Detector):
     def _validate_svm_params(self) -> None:
         if not 0.0 < self.nu <= 1.0:
             raise ValueError(f"nu must be in (0, 1], got {self.nu}")
-        if self.pooling not in POOLINGS or self.pooling == "none":
+        if self.pooling not in ("mean", "max", "meanstd"):
             raise ValueError(f"pooling must be 'mean', 'max' or 'meanstd', got {self.pooling!r}")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
@@ -201,7 +201,12 @@ class UniformDetector(Detector):
         `x` must be a valid batch on the model's device; runs in whatever grad/mode the caller set.
         """
         head = PenultimateTap(model) if self._needs_penultimate() else contextlib.nullcontext()
-        with LayerTap(model, [self.layer_], self.pooling) as tap, head as head_tap:
+        extra_layers = self._extra_layers()
+        with (
+            LayerTap(model, [self.layer_], self.pooling) as tap,
+            LayerTap(model, list(extra_layers), extra_layers) as extra_tap,
+            head as head_tap,
+        ):
             logits = model(x)
         pred = logits.argmax(dim=1)
         penultimate = None if head_tap is None else head_tap.features
@@ -220,7 +225,7 @@ class UniformDetector(Detector):
             features, torch.cat([pred, pred + self.num_classes_]), self.log_domain_scores
         )
         s_mdl, s_logit = both.view(2, -1)
-        extras = self._extra_components(logits, penultimate)
+        extras = self._extra_components(logits, penultimate, extra_tap.outputs)
         return torch.stack([s_mdl, s_logit, *extras], dim=1), pred
 
     def _svm_pair(self) -> ClassConditionalOCSVM:
@@ -232,11 +237,18 @@ class UniformDetector(Detector):
         return pair[2]
 
     def _extra_components(
-        self, logits: torch.Tensor, penultimate: torch.Tensor | None
+        self,
+        logits: torch.Tensor,
+        penultimate: torch.Tensor | None,
+        layers: dict[str, torch.Tensor],
     ) -> list[torch.Tensor]:
-        """Further raw scores from the logits and, where `_needs_penultimate`, the penultimate
-        features (none for the paper's detector)."""
+        """Further raw scores from the logits, the penultimate features (where
+        `_needs_penultimate`) and the pooled `_extra_layers` (none for the paper's detector)."""
         return []
+
+    def _extra_layers(self) -> dict[str, Pooling]:
+        """Layers, with their pooling, that `_extra_components` reads besides the MDL."""
+        return {}
 
     def _n_extra_components(self) -> int:
         """How many columns `_extra_components` adds."""

@@ -42,12 +42,13 @@ from torch import nn
 
 from tripwire.data.base import ImageSet
 from tripwire.detectors.fileformat import state_field
+from tripwire.detectors.gram import GramBounds, gram_layers
 from tripwire.detectors.knn import kth_neighbour_distance
 from tripwire.detectors.registry import register_detector
 from tripwire.detectors.uniform import UniformDetector
 from tripwire.detectors.vim import ViMState
 from tripwire.errors import ModelMismatchError
-from tripwire.features import Pooling, extract_features
+from tripwire.features import Pooling, extract_features, model_device
 from tripwire.head import classifier_head
 
 FUSIONS = {
@@ -77,6 +78,10 @@ EXTRAS = {"msp": neg_log_max_softmax, "margin": neg_logit_margin}
 # feature (Sun et al. 2022, their CIFAR-10 k).
 PENULTIMATE_EXTRAS = ("vim", "knn")
 KNN_K = 50
+# A component computed from the deepest feature maps: Gram-matrix deviations (Sastry & Oore
+# 2020) at order 1 on the activation layers whose maps have the fewest positions, with bounds
+# fitted on the ID fit images.
+MAP_EXTRAS = ("gram",)
 
 
 @register_detector
@@ -90,7 +95,10 @@ class UniformPlusDetector(UniformDetector):
         extras: components besides the two SVMs: from the logits ``"msp"`` (−log max-softmax)
             and ``"margin"`` (mean logit − max logit); from the penultimate features
             (`tripwire.head`) ``"vim"`` (ViM's score, Wang et al. 2022) and ``"knn"`` (distance
-            to the 50th nearest normalised fit feature, Sun et al. 2022); ``()`` for none.
+            to the 50th nearest normalised fit feature, Sun et al. 2022); from the deepest feature
+            maps ``"gram"`` (the deviation of their order-1 Gram statistics from their class-wise
+            ID range, Sastry & Oore 2020; see `GramDetector` with ``layers="deepest"``,
+            ``orders=[1]``); ``()`` for none.
         tail: the ID quantile q that each component's scale is taken at (z = 1 there).
         fusion: ``"sum"`` (default), ``"sum+"`` (Σ max(z, 0): only atypical components
             count), ``"lse"`` (log-sum-exp, a soft maximum) or ``"max"`` of the standardised
@@ -134,24 +142,53 @@ class UniformPlusDetector(UniformDetector):
             raise ValueError(f"tail must be in (0.5, 1), got {self.tail}")
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {sorted(FUSIONS)}, got {self.fusion!r}")
-        known = [*EXTRAS, *PENULTIMATE_EXTRAS]
+        known = [*EXTRAS, *PENULTIMATE_EXTRAS, *MAP_EXTRAS]
         unknown = [e for e in self.extras if e not in known]
         if unknown or len(set(self.extras)) != len(self.extras):
             raise ValueError(f"extras must be distinct names from {known}, got {self.extras}")
 
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
-        if self._needs_penultimate():
-            fit_set, _ = data.split(self.holdout_fraction, seed=self.seed)  # as the SVMs'
-            features = extract_features(model, fit_set.batches(512), penultimate=True)
+        fit_set, held_set = data.split(self.holdout_fraction, seed=self.seed)  # as the SVMs'
+        gram = "gram" in self.extras
+        self.gram_layers_ = (
+            gram_layers(model, data.as_float(slice(0, 2)).to(model_device(model)), "deepest")
+            if gram
+            else []
+        )
+        if self._needs_penultimate() or gram:
+            features = extract_features(
+                model,
+                fit_set.batches(512),
+                self.gram_layers_,
+                "gram",
+                penultimate=self._needs_penultimate(),
+            )
             h, logits = features.penultimate, features.logits
-            assert h is not None
             if "vim" in self.extras:
+                assert h is not None
                 self.vim_ = ViMState.fit(h, logits, classifier_head(model)[1], None)
             if "knn" in self.extras:
+                assert h is not None
                 if len(h) < KNN_K:
                     raise ValueError(f"the knn view needs ≥ {KNN_K} fit images, got {len(h)}")
                 self.knn_bank_ = nn.functional.normalize(h.double(), dim=1)
+            if gram:
+                held = extract_features(model, held_set.batches(512), self.gram_layers_, "gram")
+                self.gram_ = GramBounds.fit(
+                    self._gram_statistics(features.layers),
+                    features.predicted if fit_set.labels is None else fit_set.labels,
+                    self._gram_statistics(held.layers),
+                    held.predicted if held_set.labels is None else held_set.labels,
+                    self.num_classes_,
+                )
         super()._fit(model, data, anomalies)
+
+    def _gram_statistics(self, layers: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """The order-1 Gram statistics of the monitored layers, N × 1 × C each."""
+        return [layers[name].unsqueeze(1) for name in self.gram_layers_]
+
+    def _extra_layers(self) -> dict[str, Pooling]:
+        return dict.fromkeys(self.gram_layers_, "gram")
 
     def _needs_penultimate(self) -> bool:
         return any(e in PENULTIMATE_EXTRAS for e in self.extras)
@@ -160,12 +197,19 @@ class UniformPlusDetector(UniformDetector):
         return len(self.extras)
 
     def _extra_components(
-        self, logits: torch.Tensor, penultimate: torch.Tensor | None
+        self,
+        logits: torch.Tensor,
+        penultimate: torch.Tensor | None,
+        layers: dict[str, torch.Tensor],
     ) -> list[torch.Tensor]:
         out = []
         for name in self.extras:
             if name in EXTRAS:
                 out.append(EXTRAS[name](logits))
+                continue
+            if name == "gram":
+                gram = self.gram_.score(self._gram_statistics(layers), logits.argmax(dim=1))
+                out.append(gram.to(logits.dtype))
                 continue
             assert penultimate is not None  # raw_scores taps the head when these are asked for
             if name == "vim":
@@ -214,12 +258,16 @@ class UniformPlusDetector(UniformDetector):
             out.update(self.vim_.tensors("vim."))
         if "knn" in self.extras:
             out["knn.bank"] = self.knn_bank_
+        if "gram" in self.extras:
+            out.update(self.gram_.tensors("gram."))
         return out
 
     def _state_meta(self) -> dict[str, Any]:
         meta = super()._state_meta()
         if "vim" in self.extras:
             meta["vim_alpha"] = self.vim_.alpha
+        if "gram" in self.extras:
+            meta["gram_layers"] = self.gram_layers_
         return meta
 
     def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -234,3 +282,9 @@ class UniformPlusDetector(UniformDetector):
             if not bool(torch.isfinite(bank).all()):
                 raise ValueError("knn.bank has non-finite entries")
             self.knn_bank_ = bank
+        self.gram_layers_ = []
+        if "gram" in self.extras:
+            self.gram_layers_ = state_field(meta, "gram_layers", list[str])
+            self.gram_ = GramBounds.restore(
+                tensors, "gram.", len(self.gram_layers_), self.num_classes_, 1
+            )
