@@ -1,10 +1,13 @@
 """Every registered detector on architectures beyond the zoo's: a small vision transformer
 (token sequences, a ModuleDict of encoder blocks, attention layers with tuple outputs and a
-projection the forward never calls) and a residual CNN with BatchNorm, both written here."""
+projection the forward never calls) and a residual CNN with BatchNorm, both written here, and
+that CNN as a `torch.export` program read back from its ``.pt2`` file."""
 
 from __future__ import annotations
 
 import functools
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,10 +18,13 @@ from tripwire.data.base import ImageSet
 from tripwire.detectors import create_detector, list_detectors
 from tripwire.errors import InvalidInputError
 from tripwire.features import extract_features, layers_that_run, pool
+from tripwire.models.user import load_model_file
 
 # Detectors that need modules this transformer lacks, and say so: guided back-propagation and
 # fingerprints need nn.ReLU-like modules (the encoder layers call F.relu), Gram needs maps.
 CANNOT_FIT_VIT = {"feature-response", "fingerprints", "gram"}
+# Guided back-propagation hooks nn.ReLU modules, which a program's layers are not.
+CANNOT_FIT_PROGRAM = {"feature-response"}
 SMALL = {
     "daain": {"n_points": 64, "hidden": 32, "epochs": 10},
     "kd_bu": {"mc_passes": 5},
@@ -77,21 +83,35 @@ class TinyResNet(nn.Module):
 
 @functools.cache
 def _trained(kind: str) -> tuple[nn.Module, ImageSet]:
+    if kind == "resnet-program":
+        model, train = _trained("resnet")
+        return _exported(model, train.as_float()[:2]), train
     torch.manual_seed(0)
     model = TinyViT() if kind == "vit" else TinyResNet()
     x, y = train_on_world(model, 300, 40)
-    assert (model(x).argmax(1) == y).float().mean() > 0.95
+    assert (model(x).argmax(1) == y).float().mean() > 0.9  # 0.94–0.97 by thread count
     return model, ImageSet("world", x, y)
 
 
-@pytest.mark.parametrize("kind", ["vit", "resnet"])
+def _exported(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """`model` saved as a torch.export program with a dynamic batch size and loaded back."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.pt2"
+        batch = {0: torch.export.Dim.DYNAMIC}
+        torch.export.save(torch.export.export(model, (example,), dynamic_shapes=(batch,)), path)
+        return load_model_file(path)
+
+
+@pytest.mark.parametrize("kind", ["vit", "resnet", "resnet-program"])
 @pytest.mark.parametrize("name", list_detectors())
 def test_every_detector_fits_or_says_why_not(kind: str, name: str) -> None:
     model, train = _trained(kind)
     det = create_detector(name, **SMALL.get(name, {}))
     x = train.as_float()
     anomalies = (x[:200] + 0.3 * torch.randn_like(x[:200]).sign()).clamp(0, 1)
-    if kind == "vit" and name in CANNOT_FIT_VIT:
+    if (kind == "vit" and name in CANNOT_FIT_VIT) or (
+        kind == "resnet-program" and name in CANNOT_FIT_PROGRAM
+    ):
         with pytest.raises(InvalidInputError):
             det.fit(model, train, anomalies=anomalies if det.needs_anomalies else None)
         return

@@ -17,7 +17,9 @@ from tripwire.cli import app
 from tripwire.detectors import DEFAULT_DETECTOR, Detector, create_detector, list_detectors
 from tripwire.detectors.registry import detector_parameters, get_detector_class
 from tripwire.errors import FormatError, InvalidInputError
+from tripwire.guard import Guard
 from tripwire.model_output import ModelOutputError
+from tripwire.models.user import load_model_file
 from tripwire.models.zoo import ModelNotTrainedError, UnknownModelError
 
 runner = CliRunner()
@@ -113,6 +115,26 @@ def test_a_torchscript_file_works_with_detectors_that_read_logits(
     assert isinstance(refused.exception, InvalidInputError)
     assert "TorchScript" in str(refused.exception) and "msp" in str(refused.exception)
     assert not Path("d2").exists()  # a failed fit leaves no empty --out folder behind
+
+
+def test_a_torch_export_program_works_with_the_default_detector(user_folder: Path) -> None:
+    namespace: dict[str, object] = {}
+    exec(USER_MODULE, namespace)
+    net = namespace["make_net"]().eval()  # type: ignore[operator]
+    example = (torch.rand(2, 1, 8, 8),)
+    batch = ({0: torch.export.Dim.DYNAMIC},)
+    torch.export.save(torch.export.export(net, example, dynamic_shapes=batch), "net.pt2")
+    _ok(["fit", "--model", "net.pt2", "--data", "digits8", "--out", "det"])
+    detector = Detector.load("det")
+    assert detector.name == DEFAULT_DETECTOR and detector.model_ref_ == {"name": "net.pt2"}
+    np.savez("x.npz", x=np.zeros((3, 8, 8), np.uint8))
+    _ok(["score", "--detector", "det", "--model", "net.pt2", "--input", "x.npz", "--out", "s.csv"])
+    x = torch.rand(5, 1, 8, 8)
+    result = Guard(load_model_file("net.pt2"), detector)(x)
+    assert result.scores.shape == (5,) and torch.equal(result.predicted, net(x).argmax(1))
+    torch.export.save(torch.export.export(net, example), "fixed.pt2")  # batches of 2 only
+    refused = runner.invoke(app, ["fit", "--model", "fixed.pt2", "--data", "digits8", "--out", "d"])
+    assert isinstance(refused.exception, FormatError) and "Dim.DYNAMIC" in str(refused.exception)
 
 
 def test_a_torch_save_file_as_model_is_refused_unread(user_folder: Path) -> None:

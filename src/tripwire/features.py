@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from tripwire.errors import InvalidInputError
+from tripwire.exported import program_operation
 from tripwire.head import PenultimateTap, check_head_output
 from tripwire.model_output import require_logits
 from tripwire.progress import track
@@ -99,6 +100,22 @@ ACTIVATIONS: tuple[type[nn.Module], ...] = (
     nn.Sigmoid,
 )
 """The element-wise non-linearities whose outputs detectors monitor as "the activations"."""
+
+# The ATen operations of `ACTIVATIONS`, as the layers of `torch.export` programs compute them.
+_ACTIVATION_OPERATIONS = frozenset(
+    f"aten::{op}"
+    for op in (
+        "relu", "relu_", "hardtanh", "hardtanh_", "leaky_relu", "leaky_relu_", "prelu",
+        "_prelu_kernel", "elu", "elu_", "selu", "celu", "gelu", "silu", "silu_", "mish",
+        "hardswish", "softplus", "tanh", "sigmoid",
+    )
+)  # fmt: skip
+
+
+def is_activation(module: nn.Module) -> bool:
+    """Whether `module` is one of `ACTIVATIONS`, or the layer of an unflattened `torch.export`
+    program that computes one (`tripwire.exported`)."""
+    return isinstance(module, ACTIVATIONS) or program_operation(module) in _ACTIVATION_OPERATIONS
 
 
 def pool(activation: torch.Tensor, pooling: Pooling = "mean") -> torch.Tensor:

@@ -2,7 +2,8 @@
 *penultimate features* h(x), with logits f(x) = W·h(x) + b.
 
 KNN (Sun et al. 2022), ViM (Wang et al. 2022) and other post-hoc detectors work on h(x) and, for
-ViM, on W and b. The head is the last `nn.Linear` the model registers;
+ViM, on W and b. The head is the last `nn.Linear` the model registers (in a `torch.export`
+program, the last layer that computes ``aten::linear``, `tripwire.exported`);
 `tripwire.features.extract_features` checks on the first batch that W·h + b reproduces the
 model's output, so a model whose output is not that layer's (a scaled or post-processed output)
 is refused with a clear message instead of being scored on the wrong features.
@@ -14,18 +15,28 @@ import torch
 from torch import nn
 
 from tripwire.errors import InvalidInputError
+from tripwire.exported import program_operation
 from tripwire.model_output import require_logits
 
 
-def classifier_head(model: nn.Module) -> tuple[str, nn.Linear]:
-    """(name, module) of the last `nn.Linear` registered in `model`.
+def is_linear(module: nn.Module) -> bool:
+    """Whether `module` is an `nn.Linear`, or the layer of an unflattened `torch.export` program
+    that computes one (with its 2-D ``weight``)."""
+    if isinstance(module, nn.Linear):
+        return True
+    weight = dict(module.named_parameters(recurse=False)).get("weight")
+    return program_operation(module) == "aten::linear" and weight is not None and weight.ndim == 2
+
+
+def classifier_head(model: nn.Module) -> tuple[str, nn.Module]:
+    """(name, module) of the last linear layer (`is_linear`) registered in `model`.
 
     Example:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
         >>> classifier_head(net)[0]
         '3'
     """
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    linears = [(n, m) for n, m in model.named_modules() if is_linear(m)]
     if not linears:
         leaves = [n for n, m in model.named_modules() if n and not any(True for _ in m.children())]
         raise InvalidInputError(
@@ -69,7 +80,7 @@ class PenultimateTap:
         return self.features, logits
 
 
-def check_head_output(head: nn.Linear, h: torch.Tensor, logits: torch.Tensor, name: str) -> None:
+def check_head_output(head: nn.Module, h: torch.Tensor, logits: torch.Tensor, name: str) -> None:
     """Raise `InvalidInputError` unless head(h) equals the model's `logits`."""
     if logits.ndim != 2 or not torch.allclose(head(h), logits, rtol=1e-4, atol=1e-4):
         raise InvalidInputError(
@@ -82,11 +93,11 @@ def check_head_output(head: nn.Linear, h: torch.Tensor, logits: torch.Tensor, na
 def head_weights(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """(W, b) of the classifier head as float64 CPU copies (b = 0 for a head without bias), for
     detectors that recompute logits from modified penultimate features."""
-    _, head = classifier_head(model)
-    weight = head.weight.detach().double().cpu().clone()
+    parameters = dict(classifier_head(model)[1].named_parameters(recurse=False))
+    weight = parameters["weight"].detach().double().cpu().clone()
     bias = torch.zeros(len(weight), dtype=torch.float64)
-    if head.bias is not None:
-        bias = head.bias.detach().double().cpu().clone()
+    if parameters.get("bias") is not None:
+        bias = parameters["bias"].detach().double().cpu().clone()
     return weight, bias
 
 

@@ -58,7 +58,7 @@ from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.hbos import Hbos
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import FormatError, InvalidInputError, NotFittedError
-from tripwire.features import ACTIVATIONS, eval_mode, model_device
+from tripwire.features import eval_mode, is_activation, model_device
 from tripwire.progress import track
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def monitor_layers(model: nn.Module, x: torch.Tensor) -> list[str]:
     activations).
     """
     probed = probe_layers(model, x)
-    names = [n for n, m, _ in probed if isinstance(m, ACTIVATIONS)]
+    names = [n for n, m, _ in probed if is_activation(m)]
     if not names:
         names = [n for n, m, _ in probed if isinstance(m, nn.Conv2d | nn.Linear)]
     if probed and probed[-1][0] not in names:

@@ -66,7 +66,7 @@ from tripwire.detectors.base import Detector
 from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import InvalidInputError
-from tripwire.features import ACTIVATIONS, LayerTap, model_device
+from tripwire.features import LayerTap, is_activation, model_device
 from tripwire.progress import track
 
 logger = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ def first_activation(model: nn.Module, sample: torch.Tensor) -> list[str]:
     order: list[str] = []
     handles = []
     for name, module in model.named_modules():
-        if name and isinstance(module, ACTIVATIONS):
+        if name and is_activation(module):
             handles.append(
                 module.register_forward_hook(lambda *_, n=name: order.append(n))  # type: ignore[misc]
             )

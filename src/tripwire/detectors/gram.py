@@ -32,7 +32,7 @@ from tripwire.detectors.base import Detector
 from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import InvalidInputError, ModelMismatchError
-from tripwire.features import ACTIVATIONS, eval_mode, list_layers, model_device
+from tripwire.features import eval_mode, is_activation, list_layers, model_device
 
 
 def gram_statistics(maps: torch.Tensor, orders: Sequence[int]) -> torch.Tensor:
@@ -111,12 +111,12 @@ def gram_layers(
     model: nn.Module, sample: torch.Tensor, layers: Sequence[str] | str | None
 ) -> list[str]:
     """The layers a Gram view monitors: `layers` when they are names; None: every activation
-    layer (`tripwire.features.ACTIVATIONS`) whose output is a feature map; ``"deepest"``: those
+    layer (`tripwire.features.is_activation`) whose output is a feature map; ``"deepest"``: those
     of them whose maps have the fewest positions (found by one forward of `sample`)."""
     if not isinstance(layers, str) and layers is not None:
         return list(layers)
     modules = dict(model.named_modules())
-    candidates = [n for n in list_layers(model) if isinstance(modules[n], ACTIVATIONS)]
+    candidates = [n for n in list_layers(model) if is_activation(modules[n])]
     shapes: dict[str, torch.Size] = {}
     hooks = [
         modules[n].register_forward_hook(lambda _m, _i, out, n=n: shapes.__setitem__(n, out.shape))
@@ -237,7 +237,7 @@ class GramDetector(Detector):
     """Deviations of the layers' Gram-matrix statistics from their ID class-wise ranges.
 
     Args:
-        layers: layer names; None: every activation layer (`tripwire.features.ACTIVATIONS`)
+        layers: layer names; None: every activation layer (`tripwire.features.is_activation`)
             whose output is a feature map; ``"deepest"``: those of them whose maps have the
             fewest positions.
         orders: the orders p (paper: 1…10).

@@ -33,7 +33,7 @@ from tripwire.detectors._baselines import LogisticFusion, in_batches
 from tripwire.detectors.base import Detector
 from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.registry import register_detector
-from tripwire.features import ACTIVATIONS, LayerTap, extract_features, list_layers, model_device
+from tripwire.features import LayerTap, extract_features, is_activation, list_layers, model_device
 
 LOGITS = "logits"
 
@@ -64,7 +64,7 @@ def lid_mle(x: torch.Tensor, reference: torch.Tensor, k: int = 20) -> torch.Tens
 def default_layers(model: nn.Module) -> list[str]:
     """The model's activation modules (ReLU, GELU, …) in order, plus ``"logits"``."""
     modules = dict(model.named_modules())
-    acts = [n for n in list_layers(model) if isinstance(modules[n], ACTIVATIONS)]
+    acts = [n for n in list_layers(model) if is_activation(modules[n])]
     return [*acts, LOGITS]
 
 

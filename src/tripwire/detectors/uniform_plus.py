@@ -49,7 +49,7 @@ from tripwire.detectors.uniform import UniformDetector
 from tripwire.detectors.vim import ViMState
 from tripwire.errors import ModelMismatchError
 from tripwire.features import Pooling, extract_features, model_device
-from tripwire.head import classifier_head
+from tripwire.head import head_weights
 
 FUSIONS = {
     "sum+": lambda z: z.clamp_min(0.0).sum(dim=1),  # evidence added up; typical views add 0
@@ -166,7 +166,7 @@ class UniformPlusDetector(UniformDetector):
             h, logits = features.penultimate, features.logits
             if "vim" in self.extras:
                 assert h is not None
-                self.vim_ = ViMState.fit(h, logits, classifier_head(model)[1], None)
+                self.vim_ = ViMState.fit(h, logits, head_weights(model), None)
             if "knn" in self.extras:
                 assert h is not None
                 if len(h) < KNN_K:

@@ -29,7 +29,7 @@ from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import InvalidInputError, ModelMismatchError
 from tripwire.features import Features
-from tripwire.head import classifier_head
+from tripwire.head import head_weights
 
 
 @dataclass(frozen=True)
@@ -42,16 +42,20 @@ class ViMState:
 
     @classmethod
     def fit(
-        cls, h: torch.Tensor, logits: torch.Tensor, head: nn.Linear, dim: int | None
+        cls,
+        h: torch.Tensor,
+        logits: torch.Tensor,
+        head: tuple[torch.Tensor, torch.Tensor],
+        dim: int | None,
     ) -> ViMState:
-        """From the penultimate features `h` and `logits` of the ID fit images and the head."""
+        """From the penultimate features `h` and `logits` of the ID fit images and the head's
+        (W, b) (`tripwire.head.head_weights`)."""
         width = h.shape[1]
         dim = width // 2 if dim is None else dim
         if not 0 < dim < width:
             raise ValueError(f"dim must lie in [1, {width - 1}] for {width} features, got {dim}")
-        w = head.weight.detach().double().cpu()
-        b = torch.zeros(len(w), dtype=torch.float64) if head.bias is None else head.bias
-        origin = -(torch.linalg.pinv(w) @ b.detach().double().cpu())
+        w, b = head
+        origin = -(torch.linalg.pinv(w) @ b)
         centred = h.double() - origin
         _, vectors = torch.linalg.eigh(centred.T @ centred / len(centred))  # ascending
         residual = vectors[:, : width - dim].contiguous()  # beyond the `dim` largest
@@ -125,7 +129,7 @@ class ViMDetector(FeatureDetector):
 
     def _fit_features(self, model: nn.Module, features: Features) -> None:
         assert features.penultimate is not None
-        head = classifier_head(model)[1]
+        head = head_weights(model)
         self.vim_ = ViMState.fit(features.penultimate, features.logits, head, self.dim)
 
     def _score_features(self, features: Features) -> torch.Tensor:

@@ -17,7 +17,7 @@ class ModelReference:
 
     Attributes:
         name: a zoo name (``"lenet-mnist"``), an entry point (``"pkg.module:factory"``) or the
-            path of a TorchScript file.
+            path of a model file (a ``torch.export`` program or TorchScript).
         weights: the safetensors file for an entry point (None for zoo models).
         seed: which trained copy of a zoo model.
         train_if_missing: train a zoo model the cache lacks (else `ModelNotTrainedError`).
@@ -33,7 +33,7 @@ class ModelReference:
 
     @property
     def is_file(self) -> bool:
-        """True for a model file (TorchScript) given by its path (a ``.py`` file is code: its
+        """True for a model file (`load_model_file`) given by its path (a ``.py`` file is code: its
         factory is named as ``module:function``)."""
         return Path(self.name).is_file() and Path(self.name).suffix != ".py"
 

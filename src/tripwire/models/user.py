@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -97,21 +98,23 @@ def load_user_model(
 
 
 def load_model_file(path: str | Path) -> nn.Module:
-    """A TorchScript model file (``torch.jit.save`` of a scripted or traced model), on the CPU,
-    in eval mode. TorchScript runs as one compiled graph: detectors that read only the logits
-    work on it (`Detector.reads_layers`), the others refuse it with a typed error.
+    """A model file, on the CPU, in eval mode: a `torch.export` program (``torch.export.save``,
+    a ``.pt2`` file) or a TorchScript model (``torch.jit.save`` of a scripted or traced model).
+
+    A program is unflattened back into the model's module tree (`torch.export.unflatten`), whose
+    layers take hooks: every detector that needs no dropout or gradient rule of its own works on
+    it. TorchScript runs as one compiled graph: detectors that read only the logits work on it
+    (`Detector.reads_layers`), the others refuse it with a typed error. A model file is code, as
+    a ``module:function`` is: load only files you would run.
 
     Raises:
         FormatError: a `torch.save` file (a state dict or a pickled module, which tripwire never
-            unpickles), a `torch.export` program, or no model file at all; the message says
-            what to give instead.
+            unpickles), a program exported for one batch size only, or no model file at all;
+            the message says what to give instead.
     """
     path = Path(path)
     if path.suffix == ".pt2":
-        raise FormatError(
-            f"{path}: a torch.export program, which tripwire does not load yet; give the model "
-            "as 'module:function' with --weights, or as a TorchScript file (torch.jit.save)"
-        )
+        return _load_program(path)
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
@@ -129,3 +132,30 @@ def load_model_file(path: str | Path) -> nn.Module:
     except RuntimeError as e:
         raise FormatError(f"{path}: cannot load the TorchScript model ({e})") from None
     return model.eval()
+
+
+def _load_program(path: Path) -> nn.Module:
+    """A `torch.export` program, unflattened into its module tree (see `load_model_file`)."""
+    try:
+        with warnings.catch_warnings():  # torch's own deprecation notices, not the user's
+            warnings.simplefilter("ignore", FutureWarning)
+            program = torch.export.load(str(path))
+    except Exception as e:  # torch raises many kinds on a damaged or foreign archive
+        raise FormatError(f"{path}: cannot load the torch.export program ({e})") from None
+    inputs = program.graph_signature.user_inputs
+    nodes = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
+    shapes = [getattr(nodes[name].meta.get("val"), "shape", None) for name in inputs]
+    if len(shapes) != 1 or shapes[0] is None or len(shapes[0]) != 4:
+        raise FormatError(
+            f"{path}: the program takes {len(shapes)} input(s); tripwire gives a classifier one "
+            "batch of images N×C×H×W"
+        )
+    if isinstance(shapes[0][0], int):
+        raise FormatError(
+            f"{path}: the program was exported for batches of exactly {shapes[0][0]} images; "
+            "export it with a dynamic batch size (and an example batch of at least 2): "
+            "torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.export.unflatten(program).eval()
