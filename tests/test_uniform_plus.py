@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
-from tiny_world import trained_world, with_a_rare_class
+from tiny_world import train_on_world, trained_world, with_a_rare_class
+from tripwire.data.base import ImageSet
 from tripwire.detectors import Detector, UniformPlusDetector, create_detector
 from tripwire.detectors.uniform_plus import neg_log_max_softmax, neg_logit_margin
 
@@ -114,3 +116,20 @@ def test_feature_views_equal_the_standalone_detectors_and_sum_plus_is_one_sided(
     det.save(tmp_path / "det")
     loaded = Detector.load(tmp_path / "det")
     assert torch.equal(loaded.score(model, val), det.score(model, val))
+
+
+def test_the_gram_view_of_a_model_without_feature_maps_adds_nothing_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(144, 32), nn.ReLU(), nn.Linear(32, 3))
+    x, y = train_on_world(mlp, 300, 40)
+    train, val = ImageSet("world", x[:250], y[:250]), ImageSet("world", x[250:], y[250:])
+    extras = ("msp", "margin", "vim", "gram")
+    with caplog.at_level("WARNING"):
+        det = UniformPlusDetector(extras=extras, fusion="sum+").fit(mlp, train)
+    assert "gram view reads nothing" in caplog.text and det.fit_summary()["gram view"] == "0 layers"
+    raw, _ = det.raw_scores_of(mlp, val)
+    assert bool((raw[:, 5] == 0).all())
+    plain = UniformPlusDetector(extras=extras[:3], fusion="sum+").fit(mlp, train)
+    torch.testing.assert_close(det.score(mlp, val), plain.score(mlp, val))

@@ -144,7 +144,8 @@ def gram_layers(
 @dataclass
 class GramBounds:
     """What a Gram view learns: per layer ℓ the class-wise bounds [m, M] of its statistics
-    (K × orders × C, float64) and E[δ_ℓ], the mean deviation of held-out ID inputs."""
+    (K × orders × C, float64) and E[δ_ℓ], the mean deviation of held-out ID inputs. Without
+    layers, every input deviates by 0."""
 
     low: list[torch.Tensor]
     high: list[torch.Tensor]
@@ -181,6 +182,8 @@ class GramBounds:
 
     def deviations(self, stats: Sequence[torch.Tensor], classes: torch.Tensor) -> torch.Tensor:
         """δ_ℓ per input and layer against the bounds of `classes`: N × L."""
+        if not self.low:
+            return torch.zeros(len(classes), 0, dtype=torch.float64, device=classes.device)
         for s, low in zip(stats, self.low, strict=True):
             if s.shape[1:] != low.shape[1:]:
                 raise ModelMismatchError(

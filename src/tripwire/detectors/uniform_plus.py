@@ -34,6 +34,7 @@ ties go to the largest worst-case slack). See docs/benchmarks.md, "Beyond the pa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,7 +48,7 @@ from tripwire.detectors.knn import kth_neighbour_distance
 from tripwire.detectors.registry import register_detector
 from tripwire.detectors.uniform import UniformDetector
 from tripwire.detectors.vim import ViMState
-from tripwire.errors import ModelMismatchError
+from tripwire.errors import InvalidInputError, ModelMismatchError
 from tripwire.features import Pooling, extract_features, model_device
 from tripwire.head import head_weights
 
@@ -71,6 +72,8 @@ def neg_logit_margin(logits: torch.Tensor) -> torch.Tensor:
     """mean_k f_k − max_k f_k: ODIN's max-softmax at temperature T → ∞, up to an affine map."""
     return logits.mean(dim=1) - logits.amax(dim=1)
 
+
+log = logging.getLogger(__name__)
 
 EXTRAS = {"msp": neg_log_max_softmax, "margin": neg_logit_margin}
 # Components computed from the penultimate features (`tripwire.head`), with state fitted on the
@@ -98,7 +101,8 @@ class UniformPlusDetector(UniformDetector):
             to the 50th nearest normalised fit feature, Sun et al. 2022); from the deepest feature
             maps ``"gram"`` (the deviation of their order-1 Gram statistics from their class-wise
             ID range, Sastry & Oore 2020; see `GramDetector` with ``layers="deepest"``,
-            ``orders=[1]``); ``()`` for none.
+            ``orders=[1]``; on a model without activation layers with feature maps it is 0 for
+            every input, with a warning at `fit`); ``()`` for none.
         tail: the ID quantile q that each component's scale is taken at (z = 1 there).
         fusion: ``"sum"`` (default), ``"sum+"`` (Σ max(z, 0): only atypical components
             count), ``"lse"`` (log-sum-exp, a soft maximum) or ``"max"`` of the standardised
@@ -150,11 +154,7 @@ class UniformPlusDetector(UniformDetector):
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
         fit_set, held_set = data.split(self.holdout_fraction, seed=self.seed)  # as the SVMs'
         gram = "gram" in self.extras
-        self.gram_layers_ = (
-            gram_layers(model, data.as_float(slice(0, 2)).to(model_device(model)), "deepest")
-            if gram
-            else []
-        )
+        self.gram_layers_ = self._deepest_maps(model, data) if gram else []
         if self._needs_penultimate() or gram:
             features = extract_features(
                 model,
@@ -183,6 +183,16 @@ class UniformPlusDetector(UniformDetector):
                 )
         super()._fit(model, data, anomalies)
 
+    @staticmethod
+    def _deepest_maps(model: nn.Module, data: ImageSet) -> list[str]:
+        """The layers the Gram view reads; none, with a warning, where the model has no
+        activation layer with feature maps (an MLP, a transformer calling ``F.relu``)."""
+        try:
+            return gram_layers(model, data.as_float(slice(0, 2)).to(model_device(model)), "deepest")
+        except InvalidInputError as e:
+            log.warning("the gram view reads nothing and adds nothing on this model: %s", e)
+            return []
+
     def _gram_statistics(self, layers: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """The order-1 Gram statistics of the monitored layers, N × 1 × C each."""
         return [layers[name].unsqueeze(1) for name in self.gram_layers_]
@@ -192,6 +202,13 @@ class UniformPlusDetector(UniformDetector):
 
     def _needs_penultimate(self) -> bool:
         return any(e in PENULTIMATE_EXTRAS for e in self.extras)
+
+    def fit_summary(self) -> dict[str, str]:
+        """The MDL that `fit` chose, and how many layers the Gram view reads."""
+        summary = super().fit_summary()
+        if "gram" in self.extras:
+            summary["gram view"] = f"{len(self.gram_layers_)} layers"
+        return summary
 
     def _n_extra_components(self) -> int:
         return len(self.extras)
