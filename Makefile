@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export TRIPWIRE_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup demo test lint bench-fast
+.PHONY: setup demo test lint docs bench-fast
 
 $(BIN)/tripwire: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,14 +23,19 @@ demo: setup
 	$(BIN)/tripwire demo
 
 test: setup
-	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff check src tests research benchmarks docs/hooks
 	$(BIN)/mypy src
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	TRIPWIRE_REQUIRE_PYTORCH_OOD=1 $(BIN)/pytest -q
 
 lint: setup
-	$(BIN)/ruff check src tests scripts
-	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/ruff check src tests research benchmarks docs/hooks
+	$(BIN)/ruff format --check src tests research benchmarks docs/hooks
 	$(BIN)/mypy src
+
+# The documentation site, built strictly (a broken link or reference fails), into site/.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench-fast: setup
 	$(BIN)/tripwire --quiet bench --suite mnist-lenet --fast --model lenet-mnist --out results/fast

@@ -1,7 +1,7 @@
 """MSP, Energy, ODIN and Mahalanobis against pytorch-ood's implementations on the tiny world.
 
 pytorch-ood comes with ``make setup`` (`pytorch_ood_modules`). The full-size comparison on
-LeNet / MNIST vs Fashion-MNIST is `scripts/crosscheck_pytorch_ood.py`.
+LeNet / MNIST vs Fashion-MNIST is `research/crosscheck_pytorch_ood.py`.
 """
 
 from __future__ import annotations

@@ -124,7 +124,8 @@ def test_report_sets_the_papers_resnet_cells_beside_ours(tmp_path: Path) -> None
     assert "JPEG-compressed" in md and "rebuilds" in md
     assert "every seed uses the zoo model of seed 0" in md
     # the suite's own deviations: the shared ones, none of the MNIST-only ones
-    assert "transductive" in md and "chosen by `scripts/select_default_cifar.py` on ResNet-44" in md
+    assert "transductive" in md
+    assert "chosen by `research/select_default_cifar.py` on ResNet-44" in md
     assert "Omniglot" not in md
     vgg = dataclasses.replace(get_suite("cifar10-vgg16"), models=("resnet-cifar10",))
     vgg = dataclasses.replace(vgg, paper_model={"resnet-cifar10": "vgg16"})

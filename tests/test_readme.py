@@ -1,4 +1,4 @@
-"""The README's "Your own model" commands, run as written on a small CNN of the test's own."""
+"""The "Use your own model" page's commands, run as written on a small CNN of the test's own."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 
 from tripwire.data import load_source
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "own-model.md"
 
 MYNET = """
 import torch
@@ -31,8 +31,8 @@ def make_net() -> nn.Module:
 
 def _section_commands(title: str) -> list[str]:
     """The lines of the first ```bash block after the heading `title`."""
-    text = README.read_text()
-    after = text[text.index(f"### {title}") :]
+    text = PAGE.read_text()
+    after = text[text.index(f"## {title}") :]
     block = after[after.index("```bash\n") + len("```bash\n") :]
     return [line for line in block[: block.index("```")].splitlines() if line.strip()]
 
@@ -44,7 +44,7 @@ def _digits(split: str) -> dict[str, np.ndarray]:
 
 @pytest.mark.slow
 def test_your_own_model_runs_as_written(tmp_path: Path) -> None:
-    commands = _section_commands("Your own model")
+    commands = _section_commands("From the command line")
     assert len(commands) == 4 and commands[0].startswith("python -c")
     (tmp_path / "mynet.py").write_text(MYNET)
     namespace: dict[str, object] = {}

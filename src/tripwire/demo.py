@@ -84,7 +84,7 @@ def run_demo(
 ) -> DemoResult:
     """Run the demo and write ``report.md``, ``roc.png`` and ``histograms.png`` into `out`.
 
-    Example:
+    Examples:
         >>> result = run_demo("demo-out")  # doctest: +SKIP
         >>> result.report                  # doctest: +SKIP
         PosixPath('demo-out/report.md')

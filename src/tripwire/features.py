@@ -49,7 +49,7 @@ _SKIPPED = (nn.Dropout, nn.Dropout2d, nn.Flatten, nn.Identity)
 def list_layers(model: nn.Module, *, leaves_only: bool = True) -> list[str]:
     """Names of the layers whose outputs can be asked for, in forward-definition order.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
         >>> list_layers(net)
         ['0', '1', '3']
@@ -164,7 +164,7 @@ class LayerTap:
 
     Use as a context manager; the hooks are removed on exit.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
         >>> with LayerTap(net, ["1"]) as tap:
         ...     logits = net(torch.rand(5, 1, 8, 8))
@@ -276,7 +276,7 @@ def extract_features(
         InvalidInputError: no batches; an unknown layer; with `penultimate`, a model without an
             `nn.Linear` head or whose output is not that head's (checked on the first batch).
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
         >>> f = extract_features(net, [torch.rand(8, 1, 8, 8)], ["1"], penultimate=True)
         >>> f.logits.shape, f.layers["1"].shape, f.penultimate.shape

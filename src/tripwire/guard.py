@@ -29,7 +29,7 @@ class Guard:
     without thresholds (`calibrate`) is refused. ``verify_model=False`` skips the check, for a
     model fine-tuned on purpose.
 
-    Example:
+    Examples:
         >>> guard = Guard(model, Detector.load("det/"))          # doctest: +SKIP
         >>> result = guard(images)                              # doctest: +SKIP
         >>> result.predicted[~result.is_anomaly]                # doctest: +SKIP

@@ -18,7 +18,7 @@ which the guided rule is not defined.
 The model is left as it was: hooks removed, train/eval flags restored, no ``.grad`` on its
 parameters (the input gradient comes from `torch.autograd.grad`).
 
-Example:
+Examples:
     >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     >>> guided_backprop(net, torch.rand(5, 1, 2, 2)).shape
     torch.Size([5, 1, 2, 2])
@@ -186,7 +186,7 @@ def guided_backprop(
     Raises:
         InvalidInputError: if the model's non-linearities are not `nn.ReLU` modules.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
         >>> r = guided_backprop(net, torch.rand(2, 1, 2, 2), target=1)
         >>> r.shape

@@ -31,7 +31,7 @@ def is_linear(module: nn.Module) -> bool:
 def classifier_head(model: nn.Module) -> tuple[str, nn.Module]:
     """(name, module) of the last linear layer (`is_linear`) registered in `model`.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
         >>> classifier_head(net)[0]
         '3'

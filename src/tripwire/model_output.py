@@ -111,7 +111,7 @@ def select_output(model: nn.Module, output: int | str = AUTO) -> nn.Module:
     """Make `model` return its logits alone (a forward hook that replaces one installed before;
     a TorchScript model, which takes no hooks, is wrapped in `LogitsOf` instead).
 
-    Example:
+    Examples:
         >>> model = select_output(hf_classifier, "logits")  # doctest: +SKIP
         >>> model(x).shape                                    # torch.Size([N, K])
     """

@@ -51,7 +51,7 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     the old file or the new one, never a part). If the block raises, `path` is left as it was
     and the temporary file removed.
 
-    Example:
+    Examples:
         >>> with atomic_write(folder / "table.csv") as tmp:  # doctest: +SKIP
         ...     tmp.write_text("a,b\\n")
     """

@@ -3,7 +3,7 @@
 Every generator is registered by name (`list_generators()`) and returns an `AnomalySet`;
 `make_anomalies(kind, model, x, y, ...)` is the one-call entry point with an on-disk cache.
 
-Example:
+Examples:
     >>> from tripwire.anomalies import make_anomalies
     >>> adv = make_anomalies("fgsm", model, x, y, eps=0.3)  # doctest: +SKIP
 """

@@ -61,7 +61,7 @@ class AnomalySet:
         target: (N,) int64 target class for targeted generators (JSMA, fooling), else -1.
         model_digest: `weights_digest` of the model the set was made with ("" if unknown).
 
-    Example:
+    Examples:
         >>> s = make_anomalies("fgsm", model, x, y)  # doctest: +SKIP
         >>> s.summary()["success_rate"]  # doctest: +SKIP
         0.93

@@ -52,7 +52,7 @@ class BIMA(_BIM):
     first step where the model misclassifies it (at most `steps` = 50 steps, as in the LID/KD
     reference code).
 
-    Example:
+    Examples:
         >>> s = get_generator("bim-a").generate(model, x, y, seed=0)  # doctest: +SKIP
     """
 
@@ -67,7 +67,7 @@ class BIMB(_BIM):
     """BIM-b: iterate with step α = 0.01 inside the ε = 0.3 L∞ ball for a fixed 50 steps, well
     past the first misclassification.
 
-    Example:
+    Examples:
         >>> s = get_generator("bim-b").generate(model, x, y, seed=0)  # doctest: +SKIP
     """
 

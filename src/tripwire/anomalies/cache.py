@@ -85,7 +85,7 @@ def make_anomalies(
     `use_cache` the set is read from / written to ``<cache_dir>/anomalies/`` (default:
     `tripwire.paths.cache_dir()`).
 
-    Example:
+    Examples:
         >>> adv = make_anomalies("bim-a", model, x, y, seed=0)  # doctest: +SKIP
         >>> noise = make_anomalies("gaussian", model, n=1000, shape=(1, 28, 28))  # doctest: +SKIP
         >>> adv.summary()["success_rate"], noise.images.shape  # doctest: +SKIP

@@ -31,7 +31,7 @@ class CWL2(Attack):
     c = 10, lr = 0.1 reach ≈ 100 % on MNIST. The image is x + x'(w) − x'(w₀) with w₀ = atanh(2x−1),
     so it starts exactly at x and untouched pixels stay exactly unchanged (L0 is meaningful).
 
-    Example:
+    Examples:
         >>> s = get_generator("cw-l2", steps=100).generate(model, x, y, seed=0)  # doctest: +SKIP
     """
 

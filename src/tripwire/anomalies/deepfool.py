@@ -27,7 +27,7 @@ class DeepFool(Attack):
     Written here: torchattacks' DeepFool computes a full Jacobian one image at a time; this runs the
     whole batch with one backward pass per candidate class.
 
-    Example:
+    Examples:
         >>> s = get_generator("deepfool").generate(model, x, y, seed=0)  # doctest: +SKIP
     """
 

@@ -21,7 +21,7 @@ class FGSM(Attack):
     ourselves keeps the gradient per input (summed loss, so batch-independent) and the model's
     mode/requires_grad handling in one place with the other attacks.
 
-    Example:
+    Examples:
         >>> s = get_generator("fgsm", eps=0.3).generate(model, x, y, seed=0)  # doctest: +SKIP
     """
 

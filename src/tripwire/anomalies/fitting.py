@@ -23,7 +23,7 @@ def fgsm_of_training_images(
     """Successful FGSM (ε = `eps`) examples of `n` seeded training images, labelled with the
     clean image's class.
 
-    Example:
+    Examples:
         >>> adv = fgsm_of_training_images(model, mnist_train, 2000)  # doctest: +SKIP
         >>> KDBUDetector().fit(model, mnist_train, anomalies=adv)     # doctest: +SKIP
     """

@@ -102,7 +102,7 @@ class FoolingEA(_Fooling):
     mutation 0.01, η = 1, tournament 4 and up to 1,000 generations every tested class reaches
     ≥ 0.9999. Pass ``mutation=0.05, eta=15.0, tournament=2, generations=200`` for the paper's.
 
-    Example:
+    Examples:
         >>> s = make_anomalies("fooling", model, n=10, shape=(1, 28, 28))  # doctest: +SKIP
     """
 
@@ -184,7 +184,7 @@ class FoolingGradient(_Fooling):
     log softmax(f(x))_target, clipped to [0, 1], stopping each image once it reaches `goal`
     (at most `steps` steps). Much faster than evolution; the images keep a noise look.
 
-    Example:
+    Examples:
         >>> s = make_anomalies("fooling-gradient", model, n=100, shape=(1, 28, 28))
     """
 

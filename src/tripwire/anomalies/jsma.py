@@ -34,7 +34,7 @@ class JSMA(Attack):
     the most negative β, q among all pixels — a 2·50·D instead of a D² search per input; on 40
     MNIST test images it chose exactly the pairs of the exhaustive search (``candidates=0``).
 
-    Example:
+    Examples:
         >>> s = get_generator("jsma").generate(model, x, y, seed=0)  # doctest: +SKIP
     """
 

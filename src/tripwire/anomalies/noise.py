@@ -38,7 +38,7 @@ class GaussianNoise(_Noise):
     The uniform-framework paper (Zhao et al.) uses N(0.5, 1) clipped — so most pixels end up at
     0 or 1 — with 10,000 images.
 
-    Example:
+    Examples:
         >>> s = make_anomalies("gaussian", model, n=100, shape=(1, 28, 28))  # doctest: +SKIP
     """
 
@@ -54,7 +54,7 @@ class GaussianNoise(_Noise):
 class UniformNoise(_Noise):
     """Uniform noise images: every pixel i.i.d. U[0, 1] (the paper's uniform noise set).
 
-    Example:
+    Examples:
         >>> s = make_anomalies("uniform", model, n=100, shape=(1, 28, 28))  # doctest: +SKIP
     """
 

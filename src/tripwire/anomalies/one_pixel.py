@@ -30,7 +30,7 @@ class OnePixel(Attack):
 
     Defaults: the paper ran P = 400 for 100 generations (≈ 40,000 forward passes per image); here
     `population` = 100 and `iterations` = 30 (≤ 3,100 passes per image), so that 1,000 MNIST
-    images against the zoo LeNet take minutes rather than hours on a 2-core CPU (docs/benchmarks.md
+    images against the zoo LeNet take minutes rather than hours on a 2-core CPU (research/notebook.md
     has the measured time and success rate). `pixels` (k) is 1, 3 or 5 in the paper; on MNIST one
     pixel rarely suffices, so expect a low success rate for k = 1.
 
@@ -42,7 +42,7 @@ class OnePixel(Attack):
     they are fooled. Randomness: every input gets its own seeded `torch.Generator` (seeds drawn
     from `seed`), so the result does not depend on the batch size or on the other inputs.
 
-    Example:
+    Examples:
         >>> s = get_generator("one-pixel", pixels=3).generate(model, x, y, seed=0)  # doctest: +SKIP
         >>> s.summary()["success_rate"]  # doctest: +SKIP
     """

@@ -30,7 +30,7 @@ class PGDLinf(_PGD):
     wrapped from torchattacks because its random start draws from torch's global RNG; ours comes
     from the seeded generator, drawn once for all inputs (batch-size independent).
 
-    Example:
+    Examples:
         >>> s = get_generator("pgd-linf", eps=0.3).generate(model, x, y, seed=0)  # doctest: +SKIP
     """
 
@@ -70,7 +70,7 @@ class PGDL2(_PGD):
     (clean LeNets need a mean L2 of about 1.3–1.7 to flip, so ε = 2 leaves some inputs unbroken).
     Written here for the same reason as PGD-L∞ (seeded random start).
 
-    Example:
+    Examples:
         >>> s = get_generator("pgd-l2", eps=2.0).generate(model, x, y, seed=0)  # doctest: +SKIP
     """
 

@@ -28,7 +28,7 @@ def register_generator(cls: G) -> G:
 def get_generator(kind: str, *, batch_size: int | None = None, **params: Any) -> BaseGenerator:
     """A generator of `kind` with `params` overriding its defaults.
 
-    Example:
+    Examples:
         >>> get_generator("fgsm", eps=0.1).params
         {'eps': 0.1}
     """

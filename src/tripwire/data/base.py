@@ -27,7 +27,7 @@ class ImageSet:
         labels: int64 of shape (N,), or None for unlabelled sets.
         info: free-form provenance (source, split, variant, …), JSON-serialisable.
 
-    Example:
+    Examples:
         >>> s = ImageSet("toy", torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.arange(4))
         >>> [b.shape for b in s.batches(3)]
         [torch.Size([3, 1, 8, 8]), torch.Size([1, 1, 8, 8])]
@@ -255,7 +255,7 @@ def load_source(
 ) -> ImageSet:
     """Load split `split` of the registered source `name` from `data_dir`.
 
-    Example:
+    Examples:
         >>> digits = load_source("digits8", "train")  # needs no files
     """
     return get_source(name).load(split, data_dir)

@@ -27,7 +27,7 @@ def digits8_arrays(split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
     The split is stratified by class and fixed (seed 0): 1,347 train, 450 test.
 
-    Example:
+    Examples:
         >>> x, y = digits8_arrays("test")
         >>> tuple(x.shape), int(y.max())
         ((450, 1, 8, 8), 9)

@@ -77,7 +77,7 @@ def render_letters(
     Returns images (N×size×size uint8, white on black, N = len(letters) · per_letter, letters
     interleaved) and labels (int64, the index of the letter in `letters`).
 
-    Example:
+    Examples:
         >>> x, y = render_letters("AB", per_letter=3, seed=0)
         >>> x.shape, y.tolist()
         ((6, 28, 28), [0, 1, 0, 1, 0, 1])

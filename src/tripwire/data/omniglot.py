@@ -41,7 +41,7 @@ SIZE = (28, 28)
 def read_omniglot_zip(path: Path, size: tuple[int, int] = SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Images (N×H×W uint8, black on white, as distributed) and character labels of an Omniglot zip.
 
-    Example:
+    Examples:
         >>> x, y = read_omniglot_zip(Path("data/omniglot/images_background_small1.zip"))
         >>> x.shape, int(y.max()) + 1
         ((2720, 28, 28), 136)

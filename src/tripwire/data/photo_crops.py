@@ -67,7 +67,7 @@ def crop_photos(
     Returns images (N×size×size uint8 for ``channels=1``, N×size×size×3 for ``channels=3``) and
     the index into `PHOTOS` of the photograph each crop comes from.
 
-    Example:
+    Examples:
         >>> x, which = crop_photos(4, seed=0, size=32, channels=3)
         >>> x.shape
         (4, 32, 32, 3)

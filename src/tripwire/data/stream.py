@@ -4,7 +4,7 @@ from their byte stream, folders of image files decoded a batch of files at a tim
 
 Every problem becomes a `DataError` naming the file, as in `tripwire.data.user`.
 
-Example:
+Examples:
     >>> stream = open_image_stream("big.npz")            # doctest: +SKIP
     >>> for x in stream.batches(256):                     # doctest: +SKIP
     ...     detector.score(model, x)

@@ -38,7 +38,7 @@ def read_tiny_imagenet_test(path: Path, size: tuple[int, int] | None = None) -> 
     """The Tiny ImageNet test images of the zip at `path`, N×64×64×3 uint8 in numeric order
     (resized to `size` = (height, width) with the fixed filter when given).
 
-    Example:
+    Examples:
         >>> read_tiny_imagenet_test(Path("data/tiny_imagenet/tiny_imagenet_test_jpeg.zip")).shape
         (10000, 64, 64, 3)
     """

@@ -20,7 +20,7 @@ def conform(images: torch.Tensor, image_shape: tuple[int, int, int]) -> torch.Te
     align_corners=False)``), so shrinking averages over each output pixel's footprint. The result
     is clamped to [0, 1]. A batch that already fits is returned unchanged (same tensor).
 
-    Example:
+    Examples:
         >>> conform(torch.rand(2, 3, 64, 64), (1, 28, 28)).shape
         torch.Size([2, 1, 28, 28])
     """

@@ -28,7 +28,7 @@ def load_npz(path: str | Path) -> ImageSet:
     """Images from an ``.npz`` with ``x`` (uint8 N×H×W[×C], or float in [0, 1]) and optional
     ``y`` (integer labels, shape (N,)); or from an ``.npy`` holding just the images.
 
-    Example:
+    Examples:
         >>> np.savez("mine.npz", x=np.zeros((5, 28, 28), np.uint8), y=np.arange(5))
         >>> load_npz("mine.npz").image_shape
         (1, 28, 28)
@@ -54,7 +54,7 @@ def load_image_folder(path: str | Path, size: tuple[int, int] | None = None) -> 
     Images of different sizes need `size` = (height, width); they are then resized with
     Pillow ``BILINEAR`` (antialiased). Files are read in sorted order, named in ``info["files"]``.
 
-    Example:
+    Examples:
         >>> s = load_image_folder("my_photos/", size=(32, 32))
         >>> s.image_shape
         (3, 32, 32)
@@ -117,7 +117,7 @@ def load_user_data(path: str | Path, size: tuple[int, int] | None = None) -> Ima
     """The user's images from a path: a folder → `load_image_folder`, a file → `load_npz`
     (``.npz``/``.npy``) or a single image file.
 
-    Example:
+    Examples:
         >>> s = load_user_data("suspicious.npz")
     """
     p = Path(path)

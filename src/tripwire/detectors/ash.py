@@ -46,7 +46,7 @@ class ASHBDetector(ShapedEnergyDetector):
     Args:
         percentile: p in [0, 100) (OpenOOD: 90).
 
-    Example:
+    Examples:
         >>> det = ASHBDetector().fit(model, train).calibrate(model, val)   # doctest: +SKIP
     """
 
@@ -63,7 +63,7 @@ class ASHSDetector(ShapedEnergyDetector):
     Args:
         percentile: p in [0, 100) (OpenOOD: 90).
 
-    Example:
+    Examples:
         >>> det = ASHSDetector().fit(model, train).calibrate(model, val)   # doctest: +SKIP
     """
 

@@ -28,7 +28,7 @@ The key is a secret: it is not a public hyper-parameter (not in `get_params`, `r
 For segmentation networks (logits N×K×H×W) ``predicted`` is the most frequent class of the
 predicted map (see `tripwire.segmentation` for per-pixel maps).
 
-Example:
+Examples:
     >>> det = DaainDetector(n_points=512).fit(model, mnist_train)           # doctest: +SKIP
     >>> det.score(model, x)                  # (N,), higher = more anomalous # doctest: +SKIP
     >>> det.save("daain-lenet")  # detector.json + state.safetensors + key.json  # doctest: +SKIP
@@ -175,7 +175,7 @@ class DaainDetector(Detector):
             A fixed string makes the mask reproducible (evaluation). Never stored with the
             other parameters; see `save`.
 
-    Example:
+    Examples:
         >>> det = DaainDetector(head="hbos").fit(model, mnist_train)          # doctest: +SKIP
         >>> det.calibrate(model, mnist_val).predict(model, x)                  # doctest: +SKIP
     """

@@ -21,7 +21,7 @@ Reading a point at common-resolution pixel (y, x) from a layer of size h×w is e
 ``F.interpolate(act, (H, W), mode="bilinear", align_corners=False)[:, c, y, x]`` gives, but only
 the four neighbours of each point are touched: scoring never builds the upsampled maps.
 
-Example:
+Examples:
     >>> key = new_key()
     >>> mask = SubsampleMask.from_key(key, {"a": (4, 8, 8), "b": (16,)}, n_points=40)
     >>> mask.n_points, mask.gather({"a": torch.rand(2, 4 * 8 * 8), "b": torch.rand(2, 16)}).shape

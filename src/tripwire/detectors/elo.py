@@ -43,7 +43,7 @@ class ELODetector(Detector):
             grows about quadratically).
         seed: seed of the subsample, the layer choice and proxies.
 
-    Example:
+    Examples:
         >>> det = ELODetector(layer="relu1").fit(model, mnist_train)   # doctest: +SKIP
         >>> det.score(model, x)                                        # doctest: +SKIP
     """

@@ -28,7 +28,7 @@ class EnergyDetector(LogitScoreDetector):
     Args:
         temperature: T (paper: 1).
 
-    Example:
+    Examples:
         >>> det = EnergyDetector().fit(model, mnist_train)             # doctest: +SKIP
         >>> det.score(model, x)                                        # doctest: +SKIP
     """

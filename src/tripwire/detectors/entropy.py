@@ -24,7 +24,7 @@ def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
 class EntropyDetector(LogitScoreDetector):
     """Entropy of the predicted class distribution.
 
-    Example:
+    Examples:
         >>> det = EntropyDetector().fit(model, train)                  # doctest: +SKIP
         >>> det.score(model, x)                                        # doctest: +SKIP
     """

@@ -39,7 +39,7 @@ class FDBDDetector(FeatureDetector):
     """Mean distance to the decision boundaries, over the distance to the ID feature mean
     (Liu & Qin 2024), negated. The head's W is kept in the state.
 
-    Example:
+    Examples:
         >>> det = FDBDDetector().fit(model, train).calibrate(model, val)   # doctest: +SKIP
     """
 

@@ -6,7 +6,7 @@ detectors (pytorch-ood's ``fit_features`` / ``score_features``); the benchmark d
 extraction per (model, image set) for all of them. ``fit`` / ``score`` work as for every detector
 and extract the features themselves.
 
-Example:
+Examples:
     >>> feats = extract_features(model, train.batches(512), penultimate=True)   # doctest: +SKIP
     >>> det = create_detector("knn").fit_features(model, feats)                 # doctest: +SKIP
     >>> det.calibrate_features(extract_features(model, val.batches(512), penultimate=True))

@@ -47,7 +47,7 @@ def local_entropy(response: torch.Tensor, window: int = 5) -> torch.Tensor:
     S = −Σ h log2 h; the result averages S over windows and channels. Ranges from 0 (each
     window's mass on one pixel, or no mass) to log2(w²) (mass spread evenly).
 
-    Example:
+    Examples:
         >>> local_entropy(torch.ones(1, 1, 5, 5), window=5)  # uniform → log2(25)
         tensor([4.6439])
     """
@@ -78,7 +78,7 @@ class FeatureResponseDetector(Detector):
         max_fit: at most this many ID images are used for the per-class statistics.
         seed: seed of the subsample and split.
 
-    Example:
+    Examples:
         >>> det = FeatureResponseDetector(window=5).fit(model, mnist_train)  # doctest: +SKIP
         >>> det.score(model, x_adv)                                         # doctest: +SKIP
     """

@@ -30,7 +30,7 @@ are an unlabelled tensor as long as the ID data, the model's prediction on the c
 same position (anomaly i is taken to be the attack of ID image i).
 
 Defaults chosen on validation data (attacks of held-out MNIST *training* images, zoo LeNet-5;
-``scripts/eval_fingerprints_frm.py --validate``, docs/benchmarks.md): the seed's ≈ 50 neurons
+``research/eval_fingerprints_frm.py --validate``, research/notebook.md): the seed's ≈ 50 neurons
 from the penultimate dense layers detect FGSM (97 %) but not BIM-b (78 % AUROC). BIM-b's 50 small
 steps leave the late, class-level features looking like a confident member of the new class,
 while its ±ε noise over the whole digit *and background* shows in the first conv map, where a
@@ -43,7 +43,7 @@ seeded by ``seed`` and a BLAKE2 hash of the input's bytes, so scores are reprodu
 independent of batching; ``random_per_call=True`` draws from the operating system's entropy
 instead (deployment: an attacker cannot predict the draw; scores then vary between calls).
 
-Example:
+Examples:
     >>> det = FingerprintDetector().fit(model, mnist_train, anomalies=fgsm_train)  # doctest: +SKIP
     >>> det.score(model, x_test)                                                    # doctest: +SKIP
 """
@@ -89,7 +89,7 @@ def auto_layers(model: nn.Module, sample: torch.Tensor, n_dense: int = 2) -> lis
     Raises:
         InvalidInputError: if the model has no `nn.Linear` layer.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
         >>> auto_layers(net, torch.rand(1, 1, 2, 2))
         ['2', '0']
@@ -149,7 +149,7 @@ def first_activation(model: nn.Module, sample: torch.Tensor) -> list[str]:
     Raises:
         InvalidInputError: if the model runs no activation module (e.g. only ``F.relu`` calls).
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(18, 2))
         >>> first_activation(net, torch.rand(1, 1, 5, 5))
         ['1']
@@ -186,7 +186,7 @@ def welch_select(
     Welch's t-test per column (unequal variances, Welch–Satterthwaite degrees of freedom) and
     Cohen's d = |μ_a − μ_c| / √((σ²_a + σ²_c)/2). Returns (keep mask, p-values, d), each (K,).
 
-    Example:
+    Examples:
         >>> g = torch.Generator().manual_seed(0)
         >>> c, a = torch.randn(200, 2, generator=g), torch.randn(200, 2, generator=g)
         >>> a[:, 0] += 1.0
@@ -239,7 +239,7 @@ class FingerprintDetector(Detector):
         random_per_call: draw fingerprints from OS entropy at every call (not reproducible).
         seed: seed of the candidate subsets, subsamples and per-input draws.
 
-    Example:
+    Examples:
         >>> det = FingerprintDetector(n_sample=25)                          # doctest: +SKIP
         >>> det.fit(model, train, anomalies=fgsm_of_train).score(model, x)  # doctest: +SKIP
     """

@@ -30,7 +30,7 @@ class GENDetector(LogitScoreDetector):
         gamma: γ ∈ (0, 1) (paper: 0.1).
         top: M, how many of the largest probabilities count (paper: 100).
 
-    Example:
+    Examples:
         >>> det = GENDetector().fit(model, train)                      # doctest: +SKIP
         >>> det.score(model, x)                                        # doctest: +SKIP
     """

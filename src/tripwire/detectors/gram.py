@@ -247,7 +247,7 @@ class GramDetector(Detector):
         holdout_fraction: share of the fit images that set E[δ_ℓ] instead of the bounds.
         seed: seed of that split.
 
-    Example:
+    Examples:
         >>> det = GramDetector().fit(model, train).calibrate(model, val)   # doctest: +SKIP
     """
 

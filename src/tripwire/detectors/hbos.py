@@ -11,7 +11,7 @@ fitted range get the score of an empty bin plus a Gaussian tail ½·((z_d − ed
 further-out values keep ranking further out instead of tying (the original assigns them all the
 same small density).
 
-Example:
+Examples:
     >>> h = Hbos.fit(torch.randn(1000, 3))
     >>> bool(h.score(torch.tensor([[0.0, 0.0, 0.0]])) < h.score(torch.tensor([[6.0, 0.0, 0.0]])))
     True

@@ -126,7 +126,7 @@ def log_kernel_density(z: torch.Tensor, support: torch.Tensor, bandwidth: float)
 
     Equals scikit-learn's ``KernelDensity(bandwidth=σ).score_samples`` to float32 precision.
 
-    Example:
+    Examples:
         >>> s = torch.zeros(1, 2)
         >>> float(log_kernel_density(torch.zeros(1, 2), s, 1.0)[0]) == -math.log(2 * math.pi)
         True
@@ -176,12 +176,12 @@ class KDBUDetector(Detector):
             product with its class's set, so the full MNIST sets (≈ 4,900 per class) cost about
             a LeNet forward pass; 2,000 gave the same validation AUROC (FGSM of held-out
             training images: 0.9285 vs 0.9265 with all) at ≈ 0.7× instead of ≈ 0.55× the bare
-            forward throughput (`docs/benchmarks.md`).
+            forward throughput (`research/notebook.md`).
         holdout_fraction: share of the ID data kept out of the KD sets to fit the regression.
         max_fusion: at most this many ID inputs and anomalies fit the regression.
         seed: seed of the split, subsamples and dropout masks.
 
-    Example:
+    Examples:
         >>> adv = make_anomalies("fgsm", model, x_train, y_train).images  # doctest: +SKIP
         >>> det = KDBUDetector().fit(model, mnist_train, anomalies=adv)   # doctest: +SKIP
     """

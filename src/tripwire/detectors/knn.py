@@ -79,7 +79,7 @@ class KNNDetector(FeatureDetector):
             as the paper on CIFAR-10).
         seed: seed of that sample.
 
-    Example:
+    Examples:
         >>> det = KNNDetector().fit(model, train).calibrate(model, val)   # doctest: +SKIP
         >>> det.score(model, x)                                            # doctest: +SKIP
     """

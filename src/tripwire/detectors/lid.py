@@ -44,7 +44,7 @@ def lid_mle(x: torch.Tensor, reference: torch.Tensor, k: int = 20) -> torch.Tens
 
     Zero distances (an exact copy of x in the reference) are skipped. Returns float64 (N,).
 
-    Example:
+    Examples:
         >>> g = torch.Generator().manual_seed(0)
         >>> plane = torch.rand(2000, 2, generator=g) @ torch.randn(2, 10, generator=g)
         >>> round(float(lid_mle(plane[:200], plane[200:], k=20).mean()))
@@ -79,7 +79,7 @@ class LIDDetector(Detector):
         max_fusion: at most this many ID inputs and anomalies fit the regression.
         seed: seed of the reference draw and subsamples.
 
-    Example:
+    Examples:
         >>> adv = make_anomalies("fgsm", model, x_train, y_train).images  # doctest: +SKIP
         >>> det = LIDDetector().fit(model, mnist_train, anomalies=adv)    # doctest: +SKIP
     """

@@ -110,7 +110,7 @@ class MahalanobisDetector(Detector):
         validation_size: ID images (and anomalies) used for standardising, combining and ε.
         seed: seed of the validation draw and proxies.
 
-    Example:
+    Examples:
         >>> det = MahalanobisDetector().fit(model, mnist_train)        # doctest: +SKIP
         >>> ens = MahalanobisDetector(layers=("relu1", "relu2", "logits"))  # doctest: +SKIP
     """

@@ -19,7 +19,7 @@ from tripwire.detectors.registry import register_detector
 class MaxLogitDetector(LogitScoreDetector):
     """Negative maximum logit (Hendrycks et al. 2022).
 
-    Example:
+    Examples:
         >>> det = MaxLogitDetector().fit(model, train)                 # doctest: +SKIP
         >>> det.score(model, x)                                        # doctest: +SKIP
     """

@@ -23,7 +23,7 @@ def max_softmax(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
 class MSPDetector(LogitScoreDetector):
     """1 − max softmax probability (Hendrycks & Gimpel 2017).
 
-    Example:
+    Examples:
         >>> det = MSPDetector().fit(model, mnist_train)                # doctest: +SKIP
         >>> det.score(model, x)                                        # doctest: +SKIP
     """

@@ -42,7 +42,7 @@ class NNGuideDetector(FeatureDetector):
         bank_size: keep at most this many fit images in the bank (a seeded sample; None: all).
         seed: seed of that sample.
 
-    Example:
+    Examples:
         >>> det = NNGuideDetector().fit(model, train).calibrate(model, val)   # doctest: +SKIP
     """
 

@@ -84,7 +84,7 @@ class ODINDetector(Detector):
         validation_size: ID images (and anomalies) used to choose ε.
         seed: seed of the validation draw and proxies.
 
-    Example:
+    Examples:
         >>> det = ODINDetector().fit(model, mnist_train)               # doctest: +SKIP
         >>> det.epsilon_, det.score(model, x)                          # doctest: +SKIP
     """

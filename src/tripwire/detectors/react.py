@@ -29,7 +29,7 @@ class ReActDetector(ShapedEnergyDetector):
     Args:
         percentile: p in [0, 100) (paper: 90).
 
-    Example:
+    Examples:
         >>> det = ReActDetector().fit(model, train).calibrate(model, val)   # doctest: +SKIP
     """
 

@@ -1,6 +1,6 @@
 """The registry of detectors by name, which the CLI and the contract tests are driven by.
 
-Example:
+Examples:
     >>> from tripwire.detectors import create_detector, list_detectors
     >>> "uniform" in list_detectors()
     True
@@ -22,7 +22,7 @@ D = TypeVar("D", bound=type[Detector])
 _DETECTORS: dict[str, type[Detector]] = {}
 
 # What `tripwire fit` uses without --detector: the paper's views plus confidence and ViM views,
-# fused one-sidedly, chosen on validation data only (docs/benchmarks.md, "A default for
+# fused one-sidedly, chosen on validation data only (research/notebook.md, "A default for
 # natural-image CNNs"). The paper's recipe stays available as "uniform", the previous default
 # as "uniform-plus".
 DEFAULT_DETECTOR = "uniform-fusion"

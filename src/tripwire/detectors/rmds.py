@@ -61,7 +61,7 @@ class RMDSDetector(FeatureDetector):
         shrinkage: covariance estimator, "none" (the paper's maximum likelihood),
             "ledoit-wolf" or "oas".
 
-    Example:
+    Examples:
         >>> det = RMDSDetector().fit(model, train).calibrate(model, val)   # doctest: +SKIP
     """
 

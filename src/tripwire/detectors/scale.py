@@ -30,7 +30,7 @@ class SCALEDetector(ShapedEnergyDetector):
     Args:
         percentile: p in [0, 100) (OpenOOD: 85).
 
-    Example:
+    Examples:
         >>> det = SCALEDetector().fit(model, train).calibrate(model, val)   # doctest: +SKIP
     """
 

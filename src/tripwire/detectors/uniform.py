@@ -55,10 +55,10 @@ class UniformDetector(Detector):
         max_per_class: at most this many inputs per class fit an SVM (seeded subsample); None
             fits on all of them, as the paper. The default 2,000 roughly halves the scoring cost
             on MNIST (≈ 215 instead of ≈ 590 support vectors a class) and cost no AUROC on the
-            validation anomalies (`scripts/validate_svm_cap.py`: every set within 0.03 points).
+            validation anomalies (`research/validate_svm_cap.py`: every set within 0.03 points).
         seed: seed of the hold-out split, subsampling and proxies.
 
-    Example:
+    Examples:
         >>> det = UniformDetector().fit(model, mnist_train)            # doctest: +SKIP
         >>> det.calibrate(model, mnist_val)                            # doctest: +SKIP
         >>> det.score(model, x), det.predict(model, x)                 # doctest: +SKIP

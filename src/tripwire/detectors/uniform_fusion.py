@@ -15,10 +15,10 @@ and ViM's score on the penultimate features (Wang et al. 2022),
 
 A view adds evidence only where it finds x less typical than the median ID input of its class.
 
-The settings were chosen by `scripts/select_default_cifar.py` on validation data only (CIFAR-10
+The settings were chosen by `research/select_default_cifar.py` on validation data only (CIFAR-10
 validation images and anomalies made from training images; no test set) with the rule fixed
 before its run: the smallest total shortfall, beyond 1.0 AUROC point, to the best registered
-detector on each validation set. See docs/benchmarks.md, "A default for natural-image CNNs".
+detector on each validation set. See research/notebook.md, "A default for natural-image CNNs".
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class UniformFusionDetector(UniformPlusDetector):
     Args: as `UniformPlusDetector`, with other defaults: ``extras=("msp", "margin", "vim")``,
     ``fusion="sum+"``.
 
-    Example:
+    Examples:
         >>> det = UniformFusionDetector().fit(model, train).calibrate(model, val)  # doctest: +SKIP
         >>> det.score(model, x)                                                  # doctest: +SKIP
     """

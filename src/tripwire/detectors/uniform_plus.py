@@ -25,11 +25,11 @@ ID inputs). Nothing is fitted on anomalies; the MDL is chosen as in `UniformDete
 made from ID images).
 
 The defaults (meanstd pooling, components msp + margin, tail 0.99, fusion sum) were chosen by
-`scripts/select_uniform_plus.py` on validation anomalies only — ID-made proxies, FGSM, BIM-b,
+`research/select_uniform_plus.py` on validation anomalies only — ID-made proxies, FGSM, BIM-b,
 DeepFool and CW-L2 of held-out *training* images, font letters K–Z, gradient fooling images — as
 the variant with the smallest total shortfall (beyond 0.5 AUROC points) to the best registered
 detector on each validation set, over three training seeds (four variants met every target;
-ties go to the largest worst-case slack). See docs/benchmarks.md, "Beyond the paper".
+ties go to the largest worst-case slack). See research/notebook.md, "Beyond the paper".
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class UniformPlusDetector(UniformDetector):
             count), ``"lse"`` (log-sum-exp, a soft maximum) or ``"max"`` of the standardised
             components.
 
-    Example:
+    Examples:
         >>> det = UniformPlusDetector().fit(model, train).calibrate(model, val)  # doctest: +SKIP
         >>> det.score(model, x)                                                # doctest: +SKIP
     """

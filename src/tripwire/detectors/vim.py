@@ -112,7 +112,7 @@ class ViMDetector(FeatureDetector):
         dim: the principal dimension D (the residual space is what lies beyond it); None: half
             the feature width.
 
-    Example:
+    Examples:
         >>> det = ViMDetector().fit(model, train).calibrate(model, val)   # doctest: +SKIP
         >>> det.score(model, x)                                            # doctest: +SKIP
     """

@@ -11,7 +11,7 @@ Conventions (methods.md §4, style.md):
 * Threshold rule used throughout: an input is *accepted* (called ID) iff ``score <= t`` and
   *flagged* (called anomalous) iff ``score > t``.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from tripwire import metrics
     >>> id_s, anom_s = np.array([0.1, 0.2, 0.3, 0.4]), np.array([0.35, 0.8, 0.9])

@@ -16,7 +16,7 @@ def auroc(id_scores: Any, anomaly_scores: Any) -> float:
     ``sklearn.metrics.roc_auc_score`` gives with anomaly label 1. Taking ID as positive with the
     negated scores gives the same number: the "AUROC" of the uniform-framework paper's tables.
 
-    Example:
+    Examples:
         >>> auroc([0.1, 0.2], [0.3, 0.2])
         0.875
     """
@@ -34,7 +34,7 @@ def aupr_out(id_scores: Any, anomaly_scores: Any) -> float:
 
     Average-precision definition, AP = Σ_n (R_n − R_{n−1})·P_n, as ``average_precision_score``.
 
-    Example:
+    Examples:
         >>> aupr_out([0.1, 0.2], [0.3, 0.4])
         1.0
     """
@@ -50,7 +50,7 @@ def aupr_in(id_scores: Any, anomaly_scores: Any) -> float:
 
     Average precision (as ``average_precision_score``) of the labels "is ID" ranked by −score.
 
-    Example:
+    Examples:
         >>> aupr_in([0.1, 0.2], [0.3, 0.4])
         1.0
     """
@@ -68,7 +68,7 @@ def roc_curve(
 
     ``fpr[j]`` = fraction of ID scores >= ``thresholds[j]``, ``tpr[j]`` = same for anomalies.
 
-    Example:
+    Examples:
         >>> fpr, tpr, thr = roc_curve([0.1, 0.2], [0.3, 0.4])
         >>> float(np.trapezoid(tpr, fpr))
         1.0

@@ -123,7 +123,7 @@ def class_weighted(
     skipped share). The paper does not say how it handled them. With one class this equals the
     pooled ``metric``.
 
-    Example:
+    Examples:
         >>> from tripwire.metrics import auroc
         >>> class_weighted(auroc, [0.1, 0.5, 0.2], [0, 1, 1], [0.9, 0.4, 0.3], [0, 1, 1])
         0.6666666666666666

@@ -37,7 +37,7 @@ def summarize(
     ``detection_accuracy``; with predictions, also each of them with the suffix
     ``_class_weighted`` (see ``class_weighted``) and ``class_weighted_skipped_share``.
 
-    Example:
+    Examples:
         >>> summarize([0.1, 0.2], [0.3, 0.4])["auroc"]
         1.0
     """

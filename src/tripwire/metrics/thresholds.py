@@ -30,7 +30,7 @@ def tnr_at_tpr(id_scores: Any, anomaly_scores: Any, tpr: float = 0.95) -> float:
 
     Returns TNR = fraction of anomaly scores > t (anomalies rejected).
 
-    Example:
+    Examples:
         >>> tnr_at_tpr([1, 2, 3, 4], [3, 5, 6, 7], tpr=0.5)  # t = 2
         1.0
         >>> tnr_at_tpr([1, 2, 3, 4], [3, 5, 6, 7], tpr=0.75)  # t = 3: the anomaly at 3 is accepted
@@ -44,7 +44,7 @@ def tnr_at_tpr(id_scores: Any, anomaly_scores: Any, tpr: float = 0.95) -> float:
 def tnr_at_tpr95(id_scores: Any, anomaly_scores: Any) -> float:
     """``tnr_at_tpr(id_scores, anomaly_scores, tpr=0.95)``: the paper's "TNR at 95 % TPR".
 
-    Example:
+    Examples:
         >>> tnr_at_tpr95(list(range(20)), [18.5, 30])
         1.0
     """
@@ -60,7 +60,7 @@ def fpr_at_tpr_ood_positive(id_scores: Any, anomaly_scores: Any, tpr: float = 0.
     taking the first point with TPR >= ``tpr`` on sklearn's ROC curve (anomaly label 1). Not the
     paper's metric: there the 95 % is of ID inputs, see ``tnr_at_tpr``.
 
-    Example:
+    Examples:
         >>> fpr_at_tpr_ood_positive([1, 2, 3, 4], [2, 5, 6, 7], tpr=1.0)  # t = 2
         0.75
     """
@@ -72,7 +72,7 @@ def fpr_at_tpr_ood_positive(id_scores: Any, anomaly_scores: Any, tpr: float = 0.
 def fpr_at_tpr95_ood_positive(id_scores: Any, anomaly_scores: Any) -> float:
     """``fpr_at_tpr_ood_positive(id_scores, anomaly_scores, tpr=0.95)`` (OpenOOD's "FPR@95").
 
-    Example:
+    Examples:
         >>> fpr_at_tpr95_ood_positive([0, 1, 2], [1.5, 3, 4])
         0.3333333333333333
     """
@@ -87,7 +87,7 @@ def detection_accuracy(id_scores: Any, anomaly_scores: Any) -> float:
     The ODIN/Mahalanobis code scans a fixed grid of t; here every distinct score is tried, which
     is the exact optimum (never below the grid value).
 
-    Example:
+    Examples:
         >>> detection_accuracy([1, 2, 3], [2.5, 4, 5])  # best at t = 2 or t = 3
         0.8333333333333334
     """
@@ -112,7 +112,7 @@ def rates_at_thresholds(id_flags: Any, anomaly_flags: Any) -> Rates:
     thresholds these pooled rates already equal the paper's class-weighted Σ γ_i·TPR_i (γ_i = share
     of ID inputs predicted as i) and Σ γ_i·TNR_i (γ_i = share of anomalies predicted as i).
 
-    Example:
+    Examples:
         >>> rates_at_thresholds([False, False, True, False], [True, False])
         Rates(tpr=0.75, tnr=0.5)
     """

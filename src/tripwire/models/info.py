@@ -36,7 +36,7 @@ def model_info(model: nn.Module, input_shape: tuple[int, int, int]) -> ModelInfo
     Raises:
         InvalidInputError: the model fails on that shape or does not return N×K logits.
 
-    Example:
+    Examples:
         >>> model_info(LeNet5(), (1, 28, 28)).num_classes
         10
     """

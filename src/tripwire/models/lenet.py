@@ -26,7 +26,7 @@ class LeNet5(nn.Module):
             needs > 0).
         mean, std: per-channel normalisation constants.
 
-    Example:
+    Examples:
         >>> LeNet5()(torch.rand(2, 1, 28, 28)).shape
         torch.Size([2, 10])
     """

@@ -14,7 +14,7 @@ class Normalize(nn.Module):
     The constants are buffers (saved with the weights, part of the weights digest), so a model
     always carries the normalisation it was trained with.
 
-    Example:
+    Examples:
         >>> norm = Normalize([0.1307], [0.3081])
         >>> norm(torch.zeros(2, 1, 28, 28)).shape
         torch.Size([2, 1, 28, 28])

@@ -55,7 +55,7 @@ def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
 
     Its minimum, log K, is reached exactly by uniform softmax outputs.
 
-    Example:
+    Examples:
         >>> float(uniform_cross_entropy(torch.zeros(3, 10)))  # log 10
         2.302585...
     """
@@ -79,7 +79,7 @@ def outlier_exposure_loss(
         logits_out: M×K logits of auxiliary outliers.
         weight: λ ≥ 0.
 
-    Example:
+    Examples:
         >>> loss = outlier_exposure_loss(torch.randn(4, 10), torch.arange(4), torch.zeros(8, 10))
         >>> bool(loss > 0.5 * math.log(10))
         True
@@ -105,7 +105,7 @@ def load_outliers(
     `spec` is a registered data source name (its ``"train"`` split when it has one, else its
     first split) or a path to an ``.npz``/``.npy`` file or image folder.
 
-    Example:
+    Examples:
         >>> load_outliers("font-letters-kz", (1, 28, 28)).image_shape
         (1, 28, 28)
     """
@@ -190,7 +190,7 @@ def fine_tune_outlier_exposure(
         ``in_loss``, ``outlier_loss``, ``outlier_msp`` = mean max-softmax on the training
         outliers, ``train_accuracy``, ``test_accuracy``, ``lr``, ``seconds``) and the seconds.
 
-    Example:
+    Examples:
         >>> model = load_model("lenet-mnist")  # doctest: +SKIP
         >>> fine_tune_outlier_exposure(model, load_source("mnist", "train"),
         ...     load_outliers("font-letters-kz", (1, 28, 28)), epochs=2)  # doctest: +SKIP

@@ -59,7 +59,7 @@ class ResNetCifar(nn.Module):
         num_classes: outputs of ``fc``.
         mean, std: per-channel normalisation constants (CIFAR-10's by default).
 
-    Example:
+    Examples:
         >>> ResNetCifar(depth=20)(torch.rand(2, 3, 32, 32)).shape
         torch.Size([2, 10])
     """

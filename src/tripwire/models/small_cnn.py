@@ -23,7 +23,7 @@ class SmallCNN(nn.Module):
         dropout: dropout probability after fc1.
         mean, std: per-channel normalisation constants.
 
-    Example:
+    Examples:
         >>> SmallCNN()(torch.rand(3, 1, 8, 8)).shape
         torch.Size([3, 10])
     """

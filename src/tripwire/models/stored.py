@@ -53,7 +53,7 @@ def stored_dir(folder: str | Path | None = None) -> Path:
     """The stored-weights folder: `folder`, else ``$TRIPWIRE_STORED_MODELS``, else the package's
     own ``tripwire/models/stored/``.
 
-    Example:
+    Examples:
         >>> stored_dir("/tmp/zoo").as_posix()
         '/tmp/zoo'
     """
@@ -102,7 +102,7 @@ def load_stored(
         CorruptStoredModelError: the file's SHA-256 or the loaded weights' digest differs from
             the card, or the file does not fit the architecture.
 
-    Example:
+    Examples:
         >>> model = get_recipe("resnet-cifar10").build()  # doctest: +SKIP
         >>> card = load_stored(model, "resnet-cifar10")  # doctest: +SKIP
     """

@@ -43,7 +43,7 @@ class TrainResult:
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
     """Shift each image by its own random (dy, dx) ∈ [-max_shift, max_shift]², zero-filled.
 
-    Example:
+    Examples:
         >>> g = torch.Generator().manual_seed(0)
         >>> random_shift(torch.rand(4, 1, 28, 28), 2, g).shape
         torch.Size([4, 1, 28, 28])
@@ -64,7 +64,7 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
 def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Mirror each image left–right with probability ½ (the standard CIFAR augmentation).
 
-    Example:
+    Examples:
         >>> g = torch.Generator().manual_seed(0)
         >>> random_flip(torch.rand(4, 3, 32, 32), g).shape
         torch.Size([4, 3, 32, 32])
@@ -89,7 +89,7 @@ def bf16_supported(device: torch.device) -> bool:
 def evaluate_accuracy(model: nn.Module, data: ImageSet, batch_size: int = 1000) -> float:
     """Fraction of `data` that `model` classifies correctly (in eval mode; the mode is restored).
 
-    Example:
+    Examples:
         >>> acc = evaluate_accuracy(model, load_source("digits8", "test"))  # doctest: +SKIP
     """
     labels = data.require_labels()
@@ -158,7 +158,7 @@ def train_classifier(
     Returns:
         The final test accuracy, the per-epoch history and the wall-clock seconds.
 
-    Example:
+    Examples:
         >>> model = SmallCNN()
         >>> result = train_classifier(model, load_source("digits8", "train"),
         ...     load_source("digits8", "test"), epochs=15, batch_size=64, lr=3e-3, seed=0)

@@ -69,7 +69,7 @@ def load_user_model(
         EntryPointError: the factory cannot be imported, called, or does not return a module.
         FormatError: the weights file is missing, corrupt or does not fit the model.
 
-    Example:
+    Examples:
         >>> model = load_user_model("mypkg.nets:make_net", "net.safetensors")  # doctest: +SKIP
     """
     if search_path is not None and str(search_path) not in sys.path:

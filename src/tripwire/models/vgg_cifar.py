@@ -33,7 +33,7 @@ class VGG16Cifar(nn.Module):
         dropout: dropout probability before ``fc2``.
         mean, std: per-channel normalisation constants (CIFAR-10's by default).
 
-    Example:
+    Examples:
         >>> VGG16Cifar()(torch.rand(2, 3, 32, 32)).shape
         torch.Size([2, 10])
     """

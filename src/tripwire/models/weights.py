@@ -47,7 +47,7 @@ def save_weights(
             rounded to float16 precision first, so the returned digest matches the stored file.
         metadata: extra string metadata stored in the file header.
 
-    Example:
+    Examples:
         >>> digest = save_weights(LeNet5(), "lenet.safetensors")  # doctest: +SKIP
     """
     if half:
@@ -86,7 +86,7 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
             conversion), not a safetensors file, truncated, or holds other tensor names or
             shapes than the model.
 
-    Example:
+    Examples:
         >>> model = load_weights(LeNet5(), "lenet.safetensors")  # doctest: +SKIP
     """
     path = Path(path)

@@ -164,7 +164,7 @@ def training_split(
     A recipe with ``calibration_holdout > 0`` keeps that share of its training split (a fixed
     seeded split) away from training, for detectors' `calibrate`.
 
-    Example:
+    Examples:
         >>> fit_part, calibration = training_split("cnn-digits8")  # doctest: +SKIP
         >>> len(calibration)  # doctest: +SKIP
         269
@@ -291,7 +291,7 @@ def outlier_exposure_twin(
     (training that first if needed) and fine-tunes it with Adam for `epochs` epochs. Named
     ``<base>-oe`` unless `name` is given; pass it to `register_recipe` to add it to the zoo.
 
-    Example:
+    Examples:
         >>> outlier_exposure_twin("lenet-mnist").name
         'lenet-mnist-oe'
     """
@@ -328,7 +328,7 @@ def outlier_exposure_name(base: str) -> str:
 
 
 # One epoch with as many outliers as digits per step (the paper: 2× as many, 10 epochs) keeps the
-# fine-tuning affordable on a shared CPU; see docs/benchmarks.md, "Outlier Exposure".
+# fine-tuning affordable on a shared CPU; see research/notebook.md, "Outlier Exposure".
 register_recipe(
     outlier_exposure_twin("lenet-mnist", "font-letters-kz", epochs=1, outlier_batch_size=128)
 )
@@ -419,7 +419,7 @@ def train_model(
     Returns:
         The trained model in eval mode, and its card.
 
-    Example:
+    Examples:
         >>> model, card = train_model("cnn-digits8")  # doctest: +SKIP
         >>> card["test_accuracy"] > 0.95  # doctest: +SKIP
         True
@@ -594,7 +594,7 @@ def load_model(
         FormatError: the card or weights file is corrupt or does not fit the architecture.
         ModelMismatchError: the weights are not the ones the card was written for.
 
-    Example:
+    Examples:
         >>> model = load_model("lenet-mnist", data_dir="../shared/data")  # doctest: +SKIP
         >>> model(torch.rand(1, 1, 28, 28)).shape  # doctest: +SKIP
         torch.Size([1, 10])
@@ -671,7 +671,7 @@ def store_model(
         ModelNotTrainedError: the cache does not hold the model.
         ModelMismatchError: the cached weights are not the ones their card describes.
 
-    Example:
+    Examples:
         >>> store_model("resnet-cifar10", seed=0)  # doctest: +SKIP
         (PosixPath('.../tripwire/models/stored/resnet-cifar10-seed0.safetensors'), ...)
     """

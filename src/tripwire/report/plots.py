@@ -94,7 +94,7 @@ def per_class_histogram_figure(
         classes: the classes to draw (default: every class predicted for some input).
         cols: panels per row.
 
-    Example:
+    Examples:
         >>> per_class_histogram_figure(s_id, p_id, {"ood": (s, p)}, Path("pc.png"), "uniform")
         ... # doctest: +SKIP
     """

@@ -3,7 +3,7 @@ inputs, DAAIN's per-pixel anomaly maps and the per-image scores made from them, 
 of per-image scores normalised on ID data (the setting of von Baußnern et al.'s DAAIN), and
 outlier exposure for the segmenter (entropy maximisation on pasted proxies, Chan et al. 2021).
 
-Example:
+Examples:
     >>> from tripwire.segmentation import load_canvas, train_segmenter   # doctest: +SKIP
     >>> train = load_canvas("train", n=4000)                              # doctest: +SKIP
     >>> net = train_segmenter(train)                                      # doctest: +SKIP

@@ -9,7 +9,7 @@ attacks on the per-pixel cross-entropy.
   start) maximising the mean per-pixel cross-entropy L(x) = mean_p CE(f(x)_p, y_p):
   x' = clip(x + ε·sign ∇ₓL) (FGSM); x_{t+1} = Π_ε(x_t + α·sign ∇ₓL(x_t)) (PGD).
 
-Example:
+Examples:
     >>> x = torch.rand(4, 1, 64, 64)
     >>> paste_patches(x, torch.rand(10, 1, 28, 28), seed=0).shape
     torch.Size([4, 1, 64, 64])

@@ -5,7 +5,7 @@ Each canvas (default 64×64) holds 1–3 digits at seeded random positions; a pi
 digit where that digit's stroke intensity is ≥ `threshold`, later digits drawn over earlier ones
 (images combine by maximum); every other pixel is `BACKGROUND` (= 10).
 
-Example:
+Examples:
     >>> digits = torch.rand(20, 1, 28, 28); labels = torch.arange(20) % 10
     >>> s = make_canvas_set(digits, labels, n=4, seed=0)
     >>> s.images.shape, s.masks.shape, int(s.masks.max()) <= BACKGROUND

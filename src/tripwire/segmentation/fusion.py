@@ -21,7 +21,7 @@ and the normalised terms are combined by
 
 Higher = more anomalous, as every tripwire score.
 
-Example:
+Examples:
     >>> fusion = ScoreFusion().fit(daain_id, entropy_id)   # held-out ID  # doctest: +SKIP
     >>> fused = fusion.score(daain_x, entropy_x)            # (N,) float64  # doctest: +SKIP
 """
@@ -48,7 +48,7 @@ class ScoreFusion:
         combine: ``"sum"`` (Fisher's method with p-values) or ``"max"`` (Tippett's min-p).
         weights: one non-negative weight per score (default: all 1).
 
-    Example:
+    Examples:
         >>> cal = [torch.randn(200), torch.rand(200)]                  # two scores on ID
         >>> fusion = ScoreFusion().fit(*cal)
         >>> fusion.score(torch.tensor([0.0, 9.0]), torch.tensor([0.5, 2.0])).shape

@@ -5,7 +5,7 @@ enc3 at ¼, a bottleneck at ⅛, then three decoder levels (bilinear ×2 up-samp
 with the skip) and a 1×1 head to per-pixel logits N×K×H×W. Every activation is its own module, so
 detectors can hook them (DAAIN monitors them all by default).
 
-Example:
+Examples:
     >>> net = TinyUNet(num_classes=11)
     >>> net(torch.rand(2, 1, 64, 64)).shape
     torch.Size([2, 11, 64, 64])
@@ -118,7 +118,7 @@ def train_segmenter(
     model as `init` (it is copied, not modified) with a few `epochs` and a smaller `lr`. The
     pasting draws from a second generator seeded with `seed + 1`. Without `outliers` the
     training is exactly the plain one (same seed → the same weights, bit for bit). On the
-    MNIST canvases (docs/benchmarks.md, DAAIN) the paper's λ = 0.9 degraded the tiny TinyUNet's
+    MNIST canvases (research/notebook.md, DAAIN) the paper's λ = 0.9 degraded the tiny TinyUNet's
     segmentation; λ = 0.5 with 24 epochs at lr 3e-3 was chosen on validation anomalies.
 
     Args:
@@ -133,7 +133,7 @@ def train_segmenter(
         max_outliers: at most this many patches per chosen canvas.
         outlier_threshold: patch intensity from which a pasted pixel is an outlier pixel.
 
-    Example:
+    Examples:
         >>> net = train_segmenter(train)                                      # doctest: +SKIP
         >>> letters = load_source("font-letters-kz", "train")                 # doctest: +SKIP
         >>> oe = train_segmenter(train, init=net, outliers=letters, lr=1e-3)  # doctest: +SKIP

@@ -18,7 +18,7 @@ the pasted patch's pixels ≥ `threshold` — the same rule that makes a pixel a
 the canvas masks; `uniform_cross_entropy` is L_out. `train_segmenter(..., outliers=...)` uses
 both.
 
-Example:
+Examples:
     >>> g = torch.Generator().manual_seed(0)
     >>> x, m = torch.zeros(4, 1, 32, 32), torch.full((4, 32, 32), 10)
     >>> x2, m2, out = paste_outliers(x, m, torch.ones(3, 1, 8, 8), share=1.0, generator=g)

@@ -17,10 +17,10 @@ per-image score (`image_scores`) is the mean of the `top_k` highest cells of eac
 
 meant to rank an anomaly confined to one region as high as one spread over the whole image.
 On the MNIST canvases it did not beat the whole-image sum on validation anomalies (pasted
-letters, photo crops, noise patches; docs/benchmarks.md, DAAIN): a pasted patch changes the
+letters, photo crops, noise patches; research/notebook.md, DAAIN): a pasted patch changes the
 deep layers' activations far beyond its own pixels, and each cell holds few monitored values.
 
-Example:
+Examples:
     >>> det = DaainDetector().fit(segmenter, canvases.as_image_set())    # doctest: +SKIP
     >>> anomaly_map(det, segmenter, x).shape                              # doctest: +SKIP
     torch.Size([8, 64, 64])
@@ -102,7 +102,7 @@ def mean_entropy(
     pasted object, after the entropy-maximisation training of Chan et al. 2021) is then not
     diluted by the many confident background pixels.
 
-    Example:
+    Examples:
         >>> mean_entropy(TinyUNet(), torch.rand(2, 1, 64, 64)).shape   # doctest: +SKIP
         torch.Size([2])
     """

@@ -35,9 +35,9 @@ variants beside the detectors but never takes them as the best registered detect
 variants in ``GRAM_VIEWS`` also enter the candidate views.
 
 Usage:
-    TRIPWIRE_DATA=../shared/data python scripts/select_default_cifar.py run \\
+    TRIPWIRE_DATA=../shared/data python research/select_default_cifar.py run \\
         --model resnet-cifar10 --out select-resnet --threads 1
-    python scripts/select_default_cifar.py analyse --out select-resnet
+    python research/select_default_cifar.py analyse --out select-resnet
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ rows, scores file and step times of the LAST run given that has it, so a rerun r
 reran. Then ``tripwire bench --suite S --report-only --out MERGED`` writes the report.
 
 Usage:
-    python scripts/merge_bench_runs.py --out MERGED RUN1 RUN2 ...   (later runs replace earlier)
+    python research/merge_bench_runs.py --out MERGED RUN1 RUN2 ...   (later runs replace earlier)
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Benchmark the model zoo's training recipes: test accuracy, wall-clock and CPU time.
 
 Usage:
-    .venv/bin/python scripts/bench_training.py lenet-mnist --data-dir ../shared/data
-    .venv/bin/python scripts/bench_training.py cnn-digits8 --seeds 0 1 2
-    .venv/bin/python scripts/bench_training.py resnet-cifar10 vgg16-cifar10 --step-cost 5
+    .venv/bin/python benchmarks/bench_training.py lenet-mnist --data-dir ../shared/data
+    .venv/bin/python benchmarks/bench_training.py cnn-digits8 --seeds 0 1 2
+    .venv/bin/python benchmarks/bench_training.py resnet-cifar10 vgg16-cifar10 --step-cost 5
 
 `--step-cost N` only times N SGD steps of each recipe's architecture on random inputs of its batch
 size (CPU seconds of this process, the first step dropped; bfloat16 autocast where the recipe and

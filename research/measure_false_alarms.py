@@ -9,7 +9,7 @@ thresholds. One JSON line per (model, seed, detector) is appended to `--out`; li
 there are skipped, so an interrupted run resumes.
 
 Usage:
-    TRIPWIRE_DATA=../shared/data .venv/bin/python scripts/measure_false_alarms.py \\
+    TRIPWIRE_DATA=../shared/data .venv/bin/python research/measure_false_alarms.py \\
         --model resnet-cifar10 --seeds 0 1 2 --out false-alarms.jsonl --threads 1
 """
 

@@ -8,7 +8,7 @@ that process's peak resident memory (``ru_maxrss`` of the child) and its wall ti
 the same is measured for N / 4 images: memory that grows with N shows as a difference.
 
 Usage:
-    TRIPWIRE_DATA=../shared/data .venv/bin/python scripts/bench_score_memory.py --n 200000
+    TRIPWIRE_DATA=../shared/data .venv/bin/python benchmarks/bench_score_memory.py --n 200000
 """
 
 from __future__ import annotations

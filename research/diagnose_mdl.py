@@ -6,13 +6,13 @@ Zhao et al. ranked them on a known OOD set instead (TinyImageNet for their CIFAR
 script prints, for every candidate layer, the AUROC of that same SVM score on the proxies *and* on
 named evaluation sets, so that one can see how far the proxies' choice is from the layer the
 evaluation sets would have picked. It reads the test sets, so nothing it prints may be used to
-choose a setting: it only explains a gap (docs/benchmarks.md, "CIFAR-10").
+choose a setting: it only explains a gap (research/notebook.md, "CIFAR-10").
 
 ``--held-from train`` makes the proxies (and the ID side) from held-out *training* images, split
 off as the detector splits its fit data (10 %, seeded), instead of from test images: the
 detector's own situation, in which the model may have memorised those images.
 
-Usage: python scripts/diagnose_mdl.py [--model resnet-cifar10] [--data-dir DIR]
+Usage: python research/diagnose_mdl.py [--model resnet-cifar10] [--data-dir DIR]
        [--sets tinyimagenet-resize tinyimagenet-crop] [--fit 3000] [--held 1000] [--seed 0]
        [--held-from test|train] [--pooling mean] [--threads N]
 """

@@ -2,11 +2,11 @@
 
 The uniform detectors' scoring cost grows with the support vectors, i.e. with the inputs each
 class's SVM is fitted on (`max_per_class`). This compares caps on the validation anomalies of
-`scripts/select_uniform_plus.py` — ID-made proxies, FGSM and DeepFool of held-out *training*
+`research/select_uniform_plus.py` — ID-made proxies, FGSM and DeepFool of held-out *training*
 images, font letters K–Z, gradient fooling images; no test set — with the ID side a held-out part
 of MNIST's training split, and the SVMs fitted on the other 57,000 training images.
 
-Usage: python scripts/validate_svm_cap.py [--data-dir DIR] [--caps 10000 2000] [--seed 0]
+Usage: python research/validate_svm_cap.py [--data-dir DIR] [--caps 10000 2000] [--seed 0]
 """
 
 from __future__ import annotations

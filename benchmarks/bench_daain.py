@@ -1,10 +1,10 @@
 """Benchmark DAAIN: fit time, scoring throughput against the bare forward pass, and AUROCs on
 LeNet/MNIST and on the MNIST-canvas segmentation example.
 
-    TRIPWIRE_DATA=../shared/data .venv/bin/python scripts/bench_daain.py lenet
-    TRIPWIRE_DATA=../shared/data .venv/bin/python scripts/bench_daain.py segmentation
+    TRIPWIRE_DATA=../shared/data .venv/bin/python benchmarks/bench_daain.py lenet
+    TRIPWIRE_DATA=../shared/data .venv/bin/python benchmarks/bench_daain.py segmentation
 
-    TRIPWIRE_DATA=../shared/data .venv/bin/python scripts/bench_daain.py segmentation \
+    TRIPWIRE_DATA=../shared/data .venv/bin/python benchmarks/bench_daain.py segmentation \
         --oe-proxies letters-kr,photos --oe-weight 0.5 --oe-epochs 24 --oe-lr 3e-3 \
         --entropy-top 0.01 --skip-speed
 

@@ -22,13 +22,13 @@ training images split 55,000 (fit, FGSM ε = 0.3 of 5,000 of them as the regress
 5,000 held out (validation ID vs FGSM ε = 0.3 of the same images); no test set is used.
 
 Usage:
-    TRIPWIRE_DATA=../shared/data .venv/bin/python scripts/bench_detectors.py \
+    TRIPWIRE_DATA=../shared/data .venv/bin/python benchmarks/bench_detectors.py \
         msp energy mahalanobis elo lid kd_bu odin mahalanobis:epsilon=0.0014
-    TRIPWIRE_DATA=../shared/data .venv/bin/python scripts/bench_detectors.py \
+    TRIPWIRE_DATA=../shared/data .venv/bin/python benchmarks/bench_detectors.py \
         --kd-validation 0 3000 2000 1000 500          # 0 = all (the paper)
-    TRIPWIRE_DATA=../shared/data .venv/bin/python scripts/bench_detectors.py \
+    TRIPWIRE_DATA=../shared/data .venv/bin/python benchmarks/bench_detectors.py \
         --model resnet-cifar10 --fit-size 10000 --test-size 2000 msp energy uniform uniform-plus
-    TRIPWIRE_DATA=../shared/data .venv/bin/python scripts/bench_detectors.py --threads 1 \
+    TRIPWIRE_DATA=../shared/data .venv/bin/python benchmarks/bench_detectors.py --threads 1 \
         --model resnet-cifar10 --fit-size 50000 --test-size 2000 --shared-features \
         knn vim rmds react ash-b ash-s scale fdbd nnguide maxlogit entropy gen
 """

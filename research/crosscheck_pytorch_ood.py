@@ -10,7 +10,7 @@ which is not usable here). Its package ``__init__`` imports its model zoo and so
 detector modules (which need torch and typing_extensions only).
 
 Usage:
-    TRIPWIRE_DATA=../shared/data .venv/bin/python scripts/crosscheck_pytorch_ood.py \
+    TRIPWIRE_DATA=../shared/data .venv/bin/python research/crosscheck_pytorch_ood.py \
         [--odin-eps E] [--threads N] [--only msp,energy,odin,mahalanobis]
 """
 

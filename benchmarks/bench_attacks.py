@@ -1,8 +1,9 @@
 """Time the anomaly generators on a zoo model: seconds, success rate and mean norms per kind.
 
 Usage:
-    .venv/bin/python scripts/bench_attacks.py --model lenet-mnist --n 1000
-    .venv/bin/python scripts/bench_attacks.py --kinds fgsm,bim-a,bim-b,jsma,cw-l2,pgd-linf,deepfool
+    .venv/bin/python benchmarks/bench_attacks.py --model lenet-mnist --n 1000
+    .venv/bin/python benchmarks/bench_attacks.py \\
+        --kinds fgsm,bim-a,bim-b,jsma,cw-l2,pgd-linf,deepfool
 
 Nothing is cached: every kind is generated afresh (that is what is being timed).
 """

@@ -4,7 +4,8 @@ Fingerprints are fitted on attacks of MNIST *training* images (FGSM, and separat
 evaluated on attacks of *test* images; AUROC = clean test images (those the attacks started
 from, i.e. correctly classified) vs the successful adversarial examples (anomaly = positive).
 
-    TRIPWIRE_DATA=/work/shared/data .venv/bin/python scripts/eval_fingerprints_frm.py --n-train 3000
+    TRIPWIRE_DATA=../shared/data .venv/bin/python research/eval_fingerprints_frm.py \\
+        --n-train 3000
 
 Prints a Markdown table (attacks × detectors). Attacks are cached by `make_anomalies`.
 

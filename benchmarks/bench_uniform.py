@@ -5,9 +5,9 @@ and issue 9 targets).
   `--batch-size` says otherwise: the detector's fixed cost per batch weighs less in larger ones);
 * fit time on MNIST's 60k training images once the model is trained (target ≤ 10 s).
 
-Usage: python scripts/bench_uniform.py [--data-dir DIR] [--repeats 15] [--threads N]
+Usage: python benchmarks/bench_uniform.py [--data-dir DIR] [--repeats 15] [--threads N]
        [--detector uniform|uniform-plus] [--batch-size 256]
-Prints a Markdown table for docs/benchmarks.md.
+Prints a Markdown table for research/notebook.md.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ a registered detector with settings changed, `parse_detector_spec`), and
 ``--no-variants`` skips the `uniform-plus` variants: e.g. to compare Mahalanobis' covariance
 estimators on the same validation sets.
 
-Usage: python scripts/select_uniform_plus.py [--data-dir DIR] [--seeds 0 1 2] [--n-fit 20000]
+Usage: python research/select_uniform_plus.py [--data-dir DIR] [--seeds 0 1 2] [--n-fit 20000]
     [--references NAME[:KEY=VALUE] ...] [--no-variants]
 """
 

@@ -6,7 +6,7 @@ how concentrated they are. This prints, for ID test images and two noise sets ma
 (N(0.5, 1) and U[0, 1], clipped), the share of exactly-zero pixels of the maps, the mean local
 entropy (and its maximum, log2 w²) and the AUROC of the raw entropy, ID against each noise set.
 
-Usage: python scripts/diagnose_frm.py [--model resnet-cifar10] [--n 200] [--window 5]
+Usage: python research/diagnose_frm.py [--model resnet-cifar10] [--n 200] [--window 5]
        [--data-dir DIR] [--seed 0] [--threads N]
 """
 

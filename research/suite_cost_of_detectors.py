@@ -12,7 +12,7 @@ named detectors cost relative to a run without them. Both terms come from one ru
 machine state.
 
 Usage (the 13 detectors of the modern-detectors issue):
-    python scripts/suite_cost_of_detectors.py results/fast-cifar10-resnet \\
+    python research/suite_cost_of_detectors.py results/fast-cifar10-resnet \\
         maxlogit entropy gen knn vim rmds react ash-b ash-s scale fdbd nnguide gram
 """
 
