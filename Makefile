@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export TRIPWIRE_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup demo test lint docs bench-fast
+.PHONY: setup demo test test-fast lint docs bench-fast
 
 $(BIN)/tripwire: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,7 +26,11 @@ test: setup
 	$(BIN)/ruff check src tests research benchmarks docs/hooks
 	$(BIN)/mypy src
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
-	TRIPWIRE_REQUIRE_PYTORCH_OOD=1 $(BIN)/pytest -q
+	TRIPWIRE_REQUIRE_PYTORCH_OOD=1 TRIPWIRE_REQUIRE_DATA=1 $(BIN)/pytest -q
+
+# The everyday loop: no data files, no slow tests (measured in research/notebook.md).
+test-fast: setup
+	$(BIN)/pytest -q -m "not slow and not data"
 
 lint: setup
 	$(BIN)/ruff check src tests research benchmarks docs/hooks

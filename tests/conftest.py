@@ -27,11 +27,26 @@ def working_folder_stays_clean() -> Iterator[None]:
     assert not left, f"tests left {left} in {cwd}"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that read the data directory (through `data_dir`) are marked ``data``: ``make
+    test-fast`` leaves them out."""
+    for item in items:
+        if "data_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.data)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """`$TRIPWIRE_DATA`, else `<repo>/../shared/data`."""
+    """`$TRIPWIRE_DATA`, else `<repo>/../shared/data`. Absent: the test is skipped with the
+    reason, or fails where `$TRIPWIRE_REQUIRE_DATA` is set (as `make test` sets it)."""
     env = os.environ.get("TRIPWIRE_DATA")
-    return Path(env) if env else (REPO.parent / "shared" / "data")
+    path = Path(env) if env else (REPO.parent / "shared" / "data")
+    if not path.is_dir():
+        reason = f"no data directory at {path} (set TRIPWIRE_DATA)"
+        if os.environ.get("TRIPWIRE_REQUIRE_DATA"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
 
 
 @pytest.fixture(scope="session")

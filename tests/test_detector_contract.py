@@ -24,9 +24,8 @@ CONTRACT_PARAMS: dict[str, dict[str, Any]] = {
     "daain": {"key": "contract-test-key", "n_points": 96, "hidden": 32, "epochs": 20},
     "odin": {"validation_size": 200, "epsilons": (0.0, 0.001, 0.005)},
     "kd_bu": {"mc_passes": 10},
-    # Uniform noise gives *more peaked* response maps than the blobs: test both tails, with
-    # windows large enough for 12×12 maps.
-    "feature-response": {"window": 7, "direction": "two-sided"},
+    # windows large enough for 12×12 maps
+    "feature-response": {"window": 7},
     "fingerprints": {"n_candidates": 500},
 }
 
@@ -35,6 +34,17 @@ CONTRACT_PARAMS: dict[str, dict[str, Any]] = {
 # 16-unit head): the direction is what this test checks; its formula is cross-checked against
 # pytorch-ood in test_posthoc_crosscheck.
 MIN_AUROC: dict[str, float] = {"fdbd": 0.7}
+
+# Detectors whose default settings fail the direction check here, reported as expected failures
+# (strict: one that starts passing fails the run, so the list stays true).
+FAILS_DIRECTION: dict[str, str] = {
+    "feature-response": (
+        "uniform noise gives *more peaked* response maps than the blobs, so the default "
+        "direction='higher' (higher entropy = anomalous) ranks it as typical (AUROC ≈ 0.05); "
+        "direction='two-sided' passes. On the suites: ResNet-44 uniform noise 50.3, "
+        "fooling images 34.9 (docs/reports/cifar10-resnet)"
+    )
+}
 
 # Scores are float32 computations (returned as float64): equal up to float32 rounding, which
 # BLAS kernels may order differently from call to call.
@@ -74,7 +84,11 @@ def fitted(request: pytest.FixtureRequest, world: dict[str, Any]) -> Detector:
     return fit(request.param, world)
 
 
-def test_score_shape_finite_and_direction(fitted: Detector, world: dict[str, Any]) -> None:
+def test_score_shape_finite_and_direction(
+    fitted: Detector, world: dict[str, Any], request: pytest.FixtureRequest
+) -> None:
+    if fitted.name in FAILS_DIRECTION:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=FAILS_DIRECTION[fitted.name]))
     model = world["model"]
     s_id = fitted.score(model, world["test"])
     s_shift = fitted.score(model, world["shift"])
