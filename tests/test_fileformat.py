@@ -316,6 +316,7 @@ _LOOP_SAVER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_concurrent_saves_never_tear_a_read(world: dict[str, Any], tmp_path: Path) -> None:
     model, det = world["model"], world["det"]
     msp = create_detector("msp").fit(model, trained_world()[1])
@@ -392,6 +393,7 @@ def test_concurrent_writers_of_one_cache_file_do_not_share_a_temporary_name(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["set.npz"]
 
 
+@pytest.mark.slow
 def test_two_processes_make_the_same_anomaly_set_at_once(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """

@@ -64,22 +64,38 @@ def list_layers(model: nn.Module, *, leaves_only: bool = True) -> list[str]:
     return names
 
 
-def layers_that_run(model: nn.Module, sample: torch.Tensor) -> list[str]:
-    """The `list_layers` names whose module is called when `model` runs on `sample` (a module
-    can hold weights the forward uses without calling it), in definition order."""
-    ran: set[str] = set()
+def output_shapes(
+    model: nn.Module, sample: torch.Tensor, names: Sequence[str]
+) -> dict[str, list[tuple[int, ...]]]:
+    """Run `model` once on `sample` (eval mode, no gradients) and return, for each named module
+    that ran, the shape of its output at each of its calls (the first tensor of a tuple output),
+    in the order the modules first ran."""
     modules = dict(model.named_modules())
-    names = list_layers(model)
-    handles = [
-        modules[n].register_forward_hook(lambda *_, n=n: ran.add(n))  # type: ignore[misc]
-        for n in names
-    ]
+    shapes: dict[str, list[tuple[int, ...]]] = {}
+
+    def hook(name: str):  # type: ignore[no-untyped-def]
+        def record(_module: nn.Module, _inputs: object, output: object) -> None:
+            out = output[0] if isinstance(output, tuple | list) else output
+            if isinstance(out, torch.Tensor):
+                shapes.setdefault(name, []).append(tuple(int(d) for d in out.shape))
+
+        return record
+
+    handles = [modules[n].register_forward_hook(hook(n)) for n in names]
     try:
         with eval_mode(model), torch.no_grad():
             model(sample.to(model_device(model)))
     finally:
         for handle in handles:
             handle.remove()
+    return shapes
+
+
+def layers_that_run(model: nn.Module, sample: torch.Tensor) -> list[str]:
+    """The `list_layers` names whose module is called when `model` runs on `sample` (a module
+    can hold weights the forward uses without calling it), in definition order."""
+    names = list_layers(model)
+    ran = output_shapes(model, sample, names)
     return [n for n in names if n in ran]
 
 

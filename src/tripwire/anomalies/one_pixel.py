@@ -30,9 +30,9 @@ class OnePixel(Attack):
 
     Defaults: the paper ran P = 400 for 100 generations (≈ 40,000 forward passes per image); here
     `population` = 100 and `iterations` = 30 (≤ 3,100 passes per image), so that 1,000 MNIST
-    images against the zoo LeNet take minutes rather than hours on a 2-core CPU (research/notebook.md
-    has the measured time and success rate). `pixels` (k) is 1, 3 or 5 in the paper; on MNIST one
-    pixel rarely suffices, so expect a low success rate for k = 1.
+    images against the zoo LeNet take minutes rather than hours on a 2-core CPU
+    (research/notebook.md has the measured time and success rate). `pixels` (k) is 1, 3 or 5 in
+    the paper; on MNIST one pixel rarely suffices, so expect a low success rate for k = 1.
 
     Written here rather than with `scipy.optimize.differential_evolution`: SciPy evolves one image
     at a time and calls the model once per candidate (or once per generation with

@@ -58,7 +58,7 @@ from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.hbos import Hbos
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import FormatError, InvalidInputError, NotFittedError
-from tripwire.features import eval_mode, is_activation, model_device
+from tripwire.features import eval_mode, is_activation, model_device, output_shapes
 from tripwire.progress import track
 
 log = logging.getLogger(__name__)
@@ -75,29 +75,13 @@ def probe_layers(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module
     Modules that run more than once per forward (a shared ``self.relu``) are left out: their
     output is not one tensor per input.
     """
-    seen: dict[str, tuple[nn.Module, tuple[int, ...]]] = {}
-    calls: dict[str, int] = {}
-    handles = []
-
-    def hook(name: str):  # type: ignore[no-untyped-def]
-        def fn(module: nn.Module, _inputs: object, output: object) -> None:
-            out = output[0] if isinstance(output, tuple | list) else output
-            if isinstance(out, torch.Tensor) and out.ndim in (2, 4):
-                seen[name] = (module, tuple(int(s) for s in out.shape[1:]))
-                calls[name] = calls.get(name, 0) + 1
-
-        return fn
-
-    for name, module in model.named_modules():
-        if name and not any(True for _ in module.children()):
-            handles.append(module.register_forward_hook(hook(name)))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return [(name, m, shape) for name, (m, shape) in seen.items() if calls[name] == 1]
+    modules = dict(model.named_modules())
+    leaves = [n for n, m in modules.items() if n and not any(True for _ in m.children())]
+    return [
+        (name, modules[name], calls[0][1:])
+        for name, calls in output_shapes(model, x, leaves).items()
+        if len(calls) == 1 and len(calls[0]) in (2, 4)
+    ]
 
 
 def monitor_layers(model: nn.Module, x: torch.Tensor) -> list[str]:

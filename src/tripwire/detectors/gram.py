@@ -20,6 +20,7 @@ against the bounds of their predicted class. Computed in float64: F^10 overflows
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,7 @@ from tripwire.detectors.base import Detector
 from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import InvalidInputError, ModelMismatchError
-from tripwire.features import eval_mode, is_activation, list_layers, model_device
+from tripwire.features import eval_mode, is_activation, list_layers, model_device, output_shapes
 
 
 def gram_statistics(maps: torch.Tensor, orders: Sequence[int]) -> torch.Tensor:
@@ -117,17 +118,8 @@ def gram_layers(
         return list(layers)
     modules = dict(model.named_modules())
     candidates = [n for n in list_layers(model) if is_activation(modules[n])]
-    shapes: dict[str, torch.Size] = {}
-    hooks = [
-        modules[n].register_forward_hook(lambda _m, _i, out, n=n: shapes.__setitem__(n, out.shape))
-        for n in candidates
-    ]
-    try:
-        with torch.no_grad():
-            model(sample)
-    finally:
-        for h in hooks:
-            h.remove()
+    ran = output_shapes(model, sample, candidates)
+    shapes = {n: calls[0] for n, calls in ran.items()}
     chosen = [n for n in candidates if n in shapes and len(shapes[n]) >= 3]
     if not chosen:
         raise InvalidInputError(
@@ -135,7 +127,7 @@ def gram_layers(
             f"layers=[...] from: {', '.join(list_layers(model))}"
         )
     if layers == "deepest":
-        positions = {n: shapes[n][2:].numel() for n in chosen}
+        positions = {n: math.prod(shapes[n][2:]) for n in chosen}
         fewest = min(positions.values())
         chosen = [n for n in chosen if positions[n] == fewest]
     return chosen
