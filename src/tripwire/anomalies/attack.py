@@ -18,7 +18,6 @@ from tripwire.anomalies.base import (
     AnomalySet,
     BaseGenerator,
     batch_slices,
-    check_images,
     check_labels,
     model_device,
     model_guard,
@@ -26,6 +25,7 @@ from tripwire.anomalies.base import (
     perturbation_norms,
     predict_logits,
 )
+from tripwire.data.base import check_images
 from tripwire.errors import InvalidInputError
 from tripwire.models.digest import weights_digest
 from tripwire.progress import track
@@ -50,7 +50,7 @@ class Attack(BaseGenerator):
         """
         if x is None:
             raise InvalidInputError(f"{self.name}: an attack needs inputs x and labels y")
-        x = check_images(x)
+        x = check_images(x, what="x").float()
         y = check_labels(y, len(x), self.name)
         device = model_device(model)
         with model_guard(model):

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from tripwire.errors import FormatError, InvalidInputError
-from tripwire.features import model_device
+from tripwire.features import eval_mode, model_device
 from tripwire.paths import atomic_write
 
 FORMAT = "tripwire-anomaly-set"
@@ -251,27 +251,6 @@ def require_positive(gen: BaseGenerator, *names: str, allow_zero: bool = False) 
             raise InvalidInputError(f"{gen.name}: {n} must be a positive number, got {v!r}")
 
 
-def check_images(x: torch.Tensor, what: str = "x") -> torch.Tensor:
-    """x as float32 N×C×H×W in [0, 1], or an InvalidInputError saying what is wrong."""
-    if not isinstance(x, torch.Tensor):
-        raise InvalidInputError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 4:
-        raise InvalidInputError(f"{what} must be N×C×H×W, got shape {tuple(x.shape)}")
-    if len(x) == 0:
-        raise InvalidInputError(f"{what} is empty")
-    if x.dtype == torch.uint8:
-        return x.to(torch.float32) / 255.0
-    if not x.is_floating_point():
-        raise InvalidInputError(f"{what} must be float in [0, 1] or uint8, got {x.dtype}")
-    x = x.to(torch.float32)
-    if not torch.isfinite(x).all():
-        raise InvalidInputError(f"{what} contains NaN or infinite values")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0.0 or hi > 1.0:
-        raise InvalidInputError(f"{what} must lie in [0, 1], found values in [{lo:.3g}, {hi:.3g}]")
-    return x
-
-
 def check_labels(y: torch.Tensor | None, n: int, name: str) -> torch.Tensor:
     """y as int64 of shape (n,), or an InvalidInputError."""
     if y is None:
@@ -286,19 +265,16 @@ def check_labels(y: torch.Tensor | None, n: int, name: str) -> torch.Tensor:
 
 @contextmanager
 def model_guard(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and no parameter gradients inside; train/eval flags and requires_grad restored."""
-    modes = [(m, m.training) for m in model.modules()]
+    """Eval mode (`eval_mode`) and no parameter gradients inside; requires_grad restored."""
     grads = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in grads:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for m, mode in modes:
-            m.train(mode)
-        for p, flag in grads:
-            p.requires_grad_(flag)
+    with eval_mode(model):
+        for p, _ in grads:
+            p.requires_grad_(False)
+        try:
+            yield model
+        finally:
+            for p, flag in grads:
+                p.requires_grad_(flag)
 
 
 def batch_slices(n: int, batch_size: int) -> list[slice]:

@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from tripwire.anomalies.base import FORMAT_VERSION, AnomalySet, check_images
+from tripwire.anomalies.base import FORMAT_VERSION, AnomalySet
 from tripwire.anomalies.registry import get_generator
+from tripwire.data.base import check_images
 from tripwire.errors import FormatError
 from tripwire.models.digest import weights_digest
 from tripwire.paths import cache_dir as resolve_cache_dir
@@ -31,7 +32,7 @@ def inputs_digest(x: torch.Tensor | None, y: torch.Tensor | None) -> str:
     if x is None:
         return "none"
     h = hashlib.sha256()
-    xf = check_images(x).detach().cpu().contiguous()
+    xf = check_images(x, what="x").float().detach().cpu().contiguous()
     h.update(str(tuple(xf.shape)).encode())
     h.update(xf.numpy().tobytes())
     if y is not None:

@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from tripwire.anomalies.base import AnomalySet, BaseGenerator, check_images, model_guard, outcome
+from tripwire.anomalies.base import AnomalySet, BaseGenerator, model_guard, outcome
+from tripwire.data.base import check_images
 from tripwire.errors import InvalidInputError
 from tripwire.models.digest import weights_digest
 
@@ -28,7 +29,7 @@ class SourceFree(BaseGenerator):
         """
         n, shape = self.params.get("n"), self.params.get("shape")
         if x is not None:
-            x = check_images(x)
+            x = check_images(x, what="x").float()
             n = len(x) if n is None else n
             shape = tuple(x.shape[1:]) if shape is None else shape
         if (n is None and not n_optional) or shape is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tripwire.errors import DataError
+from tripwire.errors import DataError, InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,41 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     if x.dtype == torch.uint8:
         return x.to(torch.float32).div_(255.0)
     return x.to(torch.float32)
+
+
+def check_images(
+    x: object, image_shape: tuple[int, ...] | None = None, what: str = "images"
+) -> torch.Tensor:
+    """A batch of images as a finite float tensor N×C×H×W in [0, 1], N ≥ 1 (uint8 0…255 is
+    divided by 255; other float dtypes are kept), of C×H×W = `image_shape` where given.
+
+    Raises:
+        InvalidInputError: saying what is wrong (type, shape, channels, size, NaN/inf, range);
+            `what` names the input in the message.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise InvalidInputError(f"{what}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise InvalidInputError(f"{what}: expected N×C×H×W, got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise InvalidInputError(f"{what}: empty batch, no images")
+    if x.dtype == torch.uint8:
+        x = to_float(x)
+    if not x.is_floating_point():
+        raise InvalidInputError(f"{what}: expected float in [0, 1] or uint8, got {x.dtype}")
+    if image_shape is not None and tuple(x.shape[1:]) != tuple(image_shape):
+        c, h, w = image_shape
+        raise InvalidInputError(
+            f"{what}: expected {c} channel(s) and size {h}×{w} (N×{c}×{h}×{w}), "
+            f"got N×{'×'.join(str(s) for s in x.shape[1:])}"
+        )
+    lo_t, hi_t = torch.aminmax(x)  # one pass; NaN propagates into both
+    lo, hi = float(lo_t), float(hi_t)
+    if not (lo >= -1e-6 and hi <= 1 + 1e-6):
+        if not bool(torch.isfinite(x).all()):
+            raise InvalidInputError(f"{what}: NaN or infinite values")
+        raise InvalidInputError(f"{what}: must lie in [0, 1], found values in [{lo:.4g}, {hi:.4g}]")
+    return x
 
 
 def from_numpy_images(array: np.ndarray, origin: str) -> torch.Tensor:

@@ -3,6 +3,7 @@
 Importing this package registers every detector.
 """
 
+from tripwire.data.base import check_images
 from tripwire.detectors import (  # noqa: F401  (registers)
     ash,
     daain,
@@ -30,7 +31,7 @@ from tripwire.detectors import (  # noqa: F401  (registers)
     uniform_plus,
     vim,
 )
-from tripwire.detectors.base import Detector, check_images
+from tripwire.detectors.base import Detector
 from tripwire.detectors.feature_response import FeatureResponseDetector
 from tripwire.detectors.fingerprints import FingerprintDetector
 from tripwire.detectors.registry import (

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tripwire.data.base import ImageSet, from_numpy_images, to_float
+from tripwire.data.base import ImageSet, check_images, from_numpy_images, to_float
 from tripwire.detectors.fileformat import (
     FORMAT,
     FORMAT_VERSION,
@@ -89,37 +89,6 @@ def as_image_set(data: DataLike, name: str = "input") -> ImageSet:
         return data
     images = check_images(as_image_batch(data))
     return ImageSet(name, images.detach().to("cpu", torch.float32))
-
-
-def check_images(x: object, image_shape: tuple[int, ...] | None = None) -> torch.Tensor:
-    """Validate a batch for scoring: a finite float tensor N×C×H×W in [0, 1], N ≥ 1.
-
-    Raises:
-        InvalidInputError: saying what is wrong (type, shape, channels, size, NaN/inf, range).
-    """
-    if not isinstance(x, torch.Tensor):
-        raise InvalidInputError(f"expected a torch.Tensor of images, got {type(x).__name__}")
-    if x.ndim != 4:
-        raise InvalidInputError(f"expected images N×C×H×W, got shape {tuple(x.shape)}")
-    if x.shape[0] == 0:
-        raise InvalidInputError("empty batch: no images to score")
-    if not x.is_floating_point():
-        raise InvalidInputError(
-            f"expected float images in [0, 1], got dtype {x.dtype} (divide uint8 images by 255)"
-        )
-    if image_shape is not None and tuple(x.shape[1:]) != tuple(image_shape):
-        c, h, w = image_shape
-        raise InvalidInputError(
-            f"expected images of {c} channel(s) and size {h}×{w} (N×{c}×{h}×{w}), "
-            f"got N×{'×'.join(str(s) for s in x.shape[1:])}"
-        )
-    lo_t, hi_t = torch.aminmax(x)  # one pass; NaN propagates into both
-    lo, hi = float(lo_t), float(hi_t)
-    if not (lo >= -1e-6 and hi <= 1 + 1e-6):
-        if not bool(torch.isfinite(x).all()):
-            raise InvalidInputError("images contain NaN or infinite values")
-        raise InvalidInputError(f"images must lie in [0, 1], found values in [{lo:.4g}, {hi:.4g}]")
-    return x
 
 
 def class_thresholds(
