@@ -42,6 +42,7 @@ from tripwire.detectors.fileformat import (
     validated_params,
     write_detector,
 )
+from tripwire.detectors.registry import create_detector, get_detector_class, list_detectors
 from tripwire.errors import (
     DataError,
     FormatError,
@@ -156,8 +157,6 @@ class Detector(ABC):
             isinstance(m, torch.jit.ScriptModule) for m in model.modules()
         ):
             return
-        from tripwire.detectors.registry import create_detector, list_detectors
-
         logits_only = [n for n in list_detectors() if not create_detector(n).reads_layers()]
         raise InvalidInputError(
             f"{self.name} reads the model's layers, and a TorchScript model runs as one compiled "
@@ -486,8 +485,6 @@ class Detector(ABC):
                 (named), a digest or signature that does not match, state that does not fit
                 the detector.
         """
-        from tripwire.detectors.registry import get_detector_class
-
         folder = Path(path)
         doc, tensors = read_detector(folder, key)
         origin = str(folder / JSON_NAME)

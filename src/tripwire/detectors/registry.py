@@ -12,12 +12,14 @@ from __future__ import annotations
 import inspect
 import json
 import typing
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from tripwire.detectors.base import Detector
 from tripwire.errors import InvalidInputError, TripwireError
 
-D = TypeVar("D", bound=type[Detector])
+if TYPE_CHECKING:  # the registry sits below the Detector base class, which looks names up here
+    from tripwire.detectors.base import Detector
+
+D = TypeVar("D", bound="type[Detector]")
 
 _DETECTORS: dict[str, type[Detector]] = {}
 

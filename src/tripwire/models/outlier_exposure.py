@@ -23,7 +23,6 @@ import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +31,6 @@ from torch import nn
 from tripwire.data.base import ImageSet, get_source, load_source
 from tripwire.data.transforms import conform
 from tripwire.errors import DataError, InvalidInputError
-from tripwire.models.digest import weights_digest
 from tripwire.models.training import (
     TrainResult,
     evaluate_accuracy,
@@ -40,9 +38,6 @@ from tripwire.models.training import (
     random_shift,
 )
 from tripwire.progress import track
-
-if TYPE_CHECKING:
-    from tripwire.models.zoo import Recipe
 
 logger = logging.getLogger(__name__)
 
@@ -278,89 +273,3 @@ def fine_tune_outlier_exposure(
             )
     model.eval()
     return TrainResult(history[-1]["test_accuracy"], history, time.perf_counter() - start)
-
-
-def fine_tune_twin(
-    recipe: Recipe,
-    train_set: ImageSet,
-    test_set: ImageSet,
-    *,
-    seed: int,
-    epochs: int,
-    outlier_set: str | Path | None = None,
-    data_dir: str | Path | None = None,
-    cache_dir: str | Path | None = None,
-    progress: bool = True,
-) -> tuple[nn.Module, TrainResult, dict[str, Any]]:
-    """Train the zoo's OE twin `recipe` (a recipe with ``base`` and ``outlier_set``): load the
-    plain ``recipe.base`` model of the same `seed` (training it first when the cache lacks it),
-    fine-tune it with `fine_tune_outlier_exposure`, and return the model, the training result and
-    the card fields that describe the base model and the outlier exposure. Used by
-    `tripwire.models.zoo.train_model`; call that instead.
-    """
-    from tripwire.models.zoo import data_checksum, load_model, read_card
-
-    if recipe.base is None or recipe.outlier_set is None:
-        raise ValueError(f"{recipe.name} is not an Outlier Exposure recipe")
-    spec = outlier_set if outlier_set is not None else recipe.outlier_set
-    if str(spec) == recipe.source:
-        raise InvalidInputError(
-            f"the outlier set {spec!r} is the model's own training source; OE needs outliers"
-        )
-    outliers = load_outliers(spec, recipe.input_shape, data_dir)
-    model = load_model(
-        recipe.base, seed=seed, data_dir=data_dir, cache_dir=cache_dir, progress=progress
-    )
-    base_card = read_card(recipe.base, seed, cache_dir)
-    assert base_card is not None  # load_model stored it
-    base_digest = weights_digest(model)
-    base_accuracy = evaluate_accuracy(model, test_set)
-    msp_before = mean_max_softmax(model, outliers)
-    logger.info(
-        "Outlier Exposure: fine-tuning %s (seed %d, test accuracy %.4f) on %s (%d outliers)",
-        recipe.base,
-        seed,
-        base_accuracy,
-        outliers.name,
-        len(outliers),
-    )
-    result = fine_tune_outlier_exposure(
-        model,
-        train_set,
-        outliers,
-        test_set,
-        epochs=epochs,
-        batch_size=recipe.batch_size,
-        outlier_batch_size=recipe.outlier_batch_size,
-        lr=recipe.lr,
-        weight=recipe.outlier_weight,
-        seed=seed,
-        augment_shift=recipe.augment_shift,
-        progress=progress,
-    )
-    fields = {
-        "base_model": {
-            "name": recipe.base,
-            "seed": seed,
-            "weights_digest": base_digest,
-            "test_accuracy": base_accuracy,
-            "card_date": base_card.get("date"),
-        },
-        "outlier_exposure": {
-            "paper": "Hendrycks, Mazeika & Dietterich 2019, Deep Anomaly Detection with "
-            "Outlier Exposure",
-            "loss": "CE(f(x_in), y) + lambda * mean_out(-mean_k log softmax_k f(x_out))",
-            "outlier_set": str(spec),
-            "outlier_data": {
-                "name": outliers.name,
-                "n": len(outliers),
-                "sha256": data_checksum(outliers),
-            },
-            "lambda": recipe.outlier_weight,
-            "epochs": epochs,
-            "outlier_msp_before": msp_before,
-            "outlier_msp_after": mean_max_softmax(model, outliers),
-            "test_accuracy_change": result.test_accuracy - base_accuracy,
-        },
-    }
-    return model, result, fields

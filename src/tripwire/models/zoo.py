@@ -26,14 +26,19 @@ import torch
 from torch import nn
 
 from tripwire.data.base import ImageSet, load_source
-from tripwire.errors import FormatError, ModelMismatchError, TripwireError
+from tripwire.errors import FormatError, InvalidInputError, ModelMismatchError, TripwireError
 from tripwire.locking import exclusive_lock, is_locked
 from tripwire.models.digest import weights_digest
 from tripwire.models.lenet import LeNet5
+from tripwire.models.outlier_exposure import (
+    fine_tune_outlier_exposure,
+    load_outliers,
+    mean_max_softmax,
+)
 from tripwire.models.resnet_cifar import ResNetCifar
 from tripwire.models.small_cnn import SmallCNN
 from tripwire.models.stored import load_stored, read_card_json, stored_paths, write_stored
-from tripwire.models.training import train_classifier
+from tripwire.models.training import TrainResult, evaluate_accuracy, train_classifier
 from tripwire.models.vgg_cifar import VGG16Cifar
 from tripwire.models.weights import load_weights, save_weights
 from tripwire.paths import atomic_write
@@ -481,9 +486,7 @@ def _train_model(
     logger.info("training %s (seed %d, %d epochs) on %s", name, seed, n_epochs, train_set.name)
     extra: dict[str, Any] = {}
     if recipe.base is not None:
-        from tripwire.models.outlier_exposure import fine_tune_twin
-
-        model, result, extra = fine_tune_twin(
+        model, result, extra = _fine_tune_twin(
             recipe,
             train_set,
             test_set,
@@ -518,8 +521,6 @@ def _train_model(
     with atomic_write(folder / WEIGHTS_FILE) as tmp:
         digest = save_weights(model, tmp, half=recipe.half_precision, metadata={"name": name})
     if recipe.half_precision:
-        from tripwire.models.training import evaluate_accuracy
-
         accuracy = evaluate_accuracy(model, test_set)
     card = {
         "card_version": CARD_VERSION,
@@ -690,3 +691,86 @@ def store_model(
             f"{path}: weights digest differs from the card's; retrain before storing"
         )
     return write_stored(model, card, stored_dir, half=recipe.half_precision)
+
+
+def _fine_tune_twin(
+    recipe: Recipe,
+    train_set: ImageSet,
+    test_set: ImageSet,
+    *,
+    seed: int,
+    epochs: int,
+    outlier_set: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[nn.Module, TrainResult, dict[str, Any]]:
+    """Train the zoo's OE twin `recipe` (a recipe with ``base`` and ``outlier_set``): load the
+    plain ``recipe.base`` model of the same `seed` (training it first when the cache lacks it),
+    fine-tune it with `fine_tune_outlier_exposure`, and return the model, the training result and
+    the card fields that describe the base model and the outlier exposure (`train_model`).
+    """
+    if recipe.base is None or recipe.outlier_set is None:
+        raise ValueError(f"{recipe.name} is not an Outlier Exposure recipe")
+    spec = outlier_set if outlier_set is not None else recipe.outlier_set
+    if str(spec) == recipe.source:
+        raise InvalidInputError(
+            f"the outlier set {spec!r} is the model's own training source; OE needs outliers"
+        )
+    outliers = load_outliers(spec, recipe.input_shape, data_dir)
+    model = load_model(
+        recipe.base, seed=seed, data_dir=data_dir, cache_dir=cache_dir, progress=progress
+    )
+    base_card = read_card(recipe.base, seed, cache_dir)
+    assert base_card is not None  # load_model stored it
+    base_digest = weights_digest(model)
+    base_accuracy = evaluate_accuracy(model, test_set)
+    msp_before = mean_max_softmax(model, outliers)
+    logger.info(
+        "Outlier Exposure: fine-tuning %s (seed %d, test accuracy %.4f) on %s (%d outliers)",
+        recipe.base,
+        seed,
+        base_accuracy,
+        outliers.name,
+        len(outliers),
+    )
+    result = fine_tune_outlier_exposure(
+        model,
+        train_set,
+        outliers,
+        test_set,
+        epochs=epochs,
+        batch_size=recipe.batch_size,
+        outlier_batch_size=recipe.outlier_batch_size,
+        lr=recipe.lr,
+        weight=recipe.outlier_weight,
+        seed=seed,
+        augment_shift=recipe.augment_shift,
+        progress=progress,
+    )
+    fields = {
+        "base_model": {
+            "name": recipe.base,
+            "seed": seed,
+            "weights_digest": base_digest,
+            "test_accuracy": base_accuracy,
+            "card_date": base_card.get("date"),
+        },
+        "outlier_exposure": {
+            "paper": "Hendrycks, Mazeika & Dietterich 2019, Deep Anomaly Detection with "
+            "Outlier Exposure",
+            "loss": "CE(f(x_in), y) + lambda * mean_out(-mean_k log softmax_k f(x_out))",
+            "outlier_set": str(spec),
+            "outlier_data": {
+                "name": outliers.name,
+                "n": len(outliers),
+                "sha256": data_checksum(outliers),
+            },
+            "lambda": recipe.outlier_weight,
+            "epochs": epochs,
+            "outlier_msp_before": msp_before,
+            "outlier_msp_after": mean_max_softmax(model, outliers),
+            "test_accuracy_change": result.test_accuracy - base_accuracy,
+        },
+    }
+    return model, result, fields
