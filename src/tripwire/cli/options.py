@@ -18,8 +18,10 @@ CACHE_DIR = typer.Option(
     None, "--cache-dir", help="Cache directory (default: $TRIPWIRE_CACHE, else ~/.cache/tripwire)."
 )
 MODEL_HELP = (
-    "A zoo model (`tripwire models list`) or your own factory 'module:function', imported from "
-    "the installed packages or the current folder."
+    "A zoo model (`tripwire models list`); your own factory 'module:function', imported from "
+    "the installed packages or the current folder; or a model file: a torch.export program "
+    "(.pt2, exported with a dynamic batch size) or TorchScript (detectors that read only the "
+    "logits)."
 )
 WEIGHTS = typer.Option(None, "--weights", help="safetensors weights for a 'module:function' model.")
 OUTPUT = typer.Option(
