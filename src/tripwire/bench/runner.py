@@ -434,9 +434,9 @@ def _run_one(
                 rows += _rows(
                     context, name, name, det.get_params(), a, s_id, p_id, s, p, flagged, timed
                 )
-                if type(det) is UniformDetector:  # the paper's detector, not its variants
+                if isinstance(det, UniformDetector) and det.reproduces_paper_protocol:
                     raws[a.spec.name] = (a, *det.raw_scores_of(model.eval(), a.images))
-            if type(det) is UniformDetector:
+            if isinstance(det, UniformDetector) and det.reproduces_paper_protocol:
                 rows += _transductive_rows(context, name, det, model, id_test, raws, extra)
                 if not (folder / f"embedding-{model_name}.npz").exists():  # first seed run
                     _save_mdl_features(folder, model_name, det, model, id_test, sets)

@@ -152,9 +152,10 @@ def fit_command(
             f"{escape(data)}, thresholds on {len(calib_set)} images of {escape(calib_set.name)} "
             f"({seconds:.1f} s) → {escape(str(out))}"
         )
-    choice = getattr(det, "layer_choice_", None)
+    choice = det.layer_choice_criteria()
     if choice is not None:
-        console.print(_layer_choice_table(choice.criterion, choice.layer))
+        layer, criterion = choice
+        console.print(_layer_choice_table(criterion, layer))
 
 
 def _fit_and_calibration_sets(

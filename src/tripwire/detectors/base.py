@@ -142,6 +142,8 @@ class Detector(ABC):
     name: ClassVar[str]
     needs_anomalies: ClassVar[bool] = False
     needs_gradients: ClassVar[bool] = False
+    # the paper's detector, whose benchmark rows also show the paper's (transductive) protocol
+    reproduces_paper_protocol: ClassVar[bool] = False
 
     # hyper-parameters that `get_params` and a saved detector leave out (e.g. a secret key)
     secret_params: ClassVar[tuple[str, ...]] = ()
@@ -229,6 +231,11 @@ class Detector(ABC):
         """What `fit` chose on its own (e.g. the uniform detector's MDL), for reports; {} for
         detectors that choose nothing."""
         return {}
+
+    def layer_choice_criteria(self) -> tuple[str, dict[str, float]] | None:
+        """The layer `fit` chose and every candidate's criterion on validation data (in model
+        order), for detectors that choose a layer at fit; None for the others."""
+        return None
 
     def _validate_params(self) -> None:  # noqa: B027  (optional hook)
         """Check hyper-parameters; raise ValueError with a clear message. Called by `fit`."""

@@ -65,6 +65,7 @@ class UniformDetector(Detector):
     """
 
     name = "uniform"
+    reproduces_paper_protocol = True
     # The paper's scores −f (sklearn's score_samples); variants may use −log f.
     log_domain_scores = False
 
@@ -154,6 +155,11 @@ class UniformDetector(Detector):
     def fit_summary(self) -> dict[str, str]:
         """The MDL that `fit` chose (``layer="auto"``); {} when the layer was given."""
         return {"layer": self.layer_} if self.layer == "auto" else {}
+
+    def layer_choice_criteria(self) -> tuple[str, dict[str, float]] | None:
+        """The MDL that `fit` chose and each candidate layer's criterion (``layer="auto"``)."""
+        choice = self.layer_choice_
+        return None if choice is None else (choice.layer, choice.criterion)
 
     def _fit_normalisation(self, raw: torch.Tensor, pred: torch.Tensor) -> None:
         """Min–max constants per class and layer from held-out ID raw scores."""

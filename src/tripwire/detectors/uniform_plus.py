@@ -114,6 +114,7 @@ class UniformPlusDetector(UniformDetector):
     """
 
     name = "uniform-plus"
+    reproduces_paper_protocol = False
     log_domain_scores = True
 
     def __init__(
