@@ -188,13 +188,15 @@ def test_tiny_cifar_suite_runs_end_to_end_on_stored_weights(
         fast_sets=("tinyimagenet-crop", "fgsm", "bim-a", "gaussian"),
     )
     out, cache = tmp_path / "out", tmp_path / "cache"
-    detectors = ["msp", "kd_bu", "knn"]
+    detectors = ["msp", "kd_bu", "knn", "uniform"]
     run = {"seeds": (0, 1), "fast": True, "detectors": detectors, "data_dir": data_dir}
     rows_path = run_suite(suite, out, cache_dir=cache, **run)
     rows = [json.loads(line) for line in rows_path.read_text().splitlines()]
     assert {r["seed"] for r in rows} == {0, 1} and {r["model_seed"] for r in rows} == {0}
     assert {r["anomaly_set"] for r in rows} <= set(suite.fast_sets)
     assert {"tinyimagenet-crop", "fgsm", "gaussian"} <= {r["anomaly_set"] for r in rows}
+    # the paper's detector also gets the paper's transductive protocol, beside it
+    assert {r["detector"] for r in rows} == {*detectors, "uniform-paper-transductive"}
     kd = next(r for r in rows if r["detector"] == "kd_bu")
     assert kd["params"]["bandwidth"] == 0.26 and kd["fitted_on_anomalies"]
     fgsm = next(r for r in rows if r["anomaly_set"] == "fgsm")
