@@ -59,4 +59,4 @@ def test_preview_unknown_source_is_a_clean_error(tmp_path: Path) -> None:
 
     r = runner.invoke(app, ["data", "preview", "nope", "--out", str(tmp_path / "x.png")])
     assert r.exit_code != 0 and isinstance(r.exception, DataError)
-    assert "known sources" in str(r.exception)
+    assert "known data sources" in str(r.exception)

@@ -188,7 +188,7 @@ def test_corrupt_omniglot_zip(tmp_path: Path) -> None:
 
 
 def test_unknown_source_and_split() -> None:
-    with pytest.raises(DataError, match="known sources"):
+    with pytest.raises(DataError, match="known data sources"):
         load_source("no-such-set")
     with pytest.raises(DataError, match=r"no split 'holdout'; available: .*validation"):
         load_source("digits8", "holdout")

@@ -307,7 +307,7 @@ def test_zoo_lists_its_recipes() -> None:
         model = _seeded(recipe.build)
         info = model_info(model, recipe.input_shape)
         assert info.num_classes == recipe.num_classes
-    with pytest.raises(UnknownModelError, match="known models: cnn-digits8"):
+    with pytest.raises(UnknownModelError, match="known zoo models: cnn-digits8"):
         get_recipe("lenet-cifar")
 
 

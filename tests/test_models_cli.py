@@ -48,7 +48,7 @@ def test_train_stores_and_models_list_shows_it(tmp_path: Path) -> None:
 def test_train_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "lenet-cifar", "--cache-dir", str(tmp_path)])
     assert result.exit_code != 0
-    assert "known models" in str(result.exception)
+    assert "known zoo models" in str(result.exception)
 
 
 def test_models_list_tells_a_running_training_from_an_interrupted_one(tmp_path: Path) -> None:

@@ -9,19 +9,18 @@ from typing import Any, TypeVar
 
 from tripwire.anomalies.base import BaseGenerator
 from tripwire.errors import InvalidInputError
+from tripwire.registry import Registry
 
 G = TypeVar("G", bound=type[BaseGenerator])
 
-_GENERATORS: dict[str, type[BaseGenerator]] = {}
+_GENERATORS: Registry[type[BaseGenerator]] = Registry("anomaly kind", InvalidInputError)
 
 
 def register_generator(cls: G) -> G:
     """Class decorator: make `cls` available as `get_generator(cls.name)`."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
-    if cls.name in _GENERATORS and _GENERATORS[cls.name] is not cls:
-        raise ValueError(f"anomaly generator {cls.name!r} registered twice")
-    _GENERATORS[cls.name] = cls
+    _GENERATORS.add(cls.name, cls)
     return cls
 
 
@@ -32,14 +31,9 @@ def get_generator(kind: str, *, batch_size: int | None = None, **params: Any) ->
         >>> get_generator("fgsm", eps=0.1).params
         {'eps': 0.1}
     """
-    try:
-        cls = _GENERATORS[kind]
-    except KeyError:
-        known = ", ".join(sorted(_GENERATORS))
-        raise InvalidInputError(f"unknown anomaly kind {kind!r}; known kinds: {known}") from None
-    return cls(batch_size=batch_size, **params)
+    return _GENERATORS.get(kind)(batch_size=batch_size, **params)
 
 
 def list_generators() -> list[type[BaseGenerator]]:
     """Every registered generator class (with `name`, `defaults`, `description`), by name."""
-    return [_GENERATORS[k] for k in sorted(_GENERATORS)]
+    return [_GENERATORS[k] for k in _GENERATORS.names()]

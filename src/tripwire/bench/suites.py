@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tripwire.errors import TripwireError
+from tripwire.registry import Registry
 
 Family = Literal["ood", "adversarial", "noise"]
 
@@ -367,12 +368,11 @@ CIFAR10_VGG16 = _cifar10_suite(
     },
 )
 
-SUITES: dict[str, Suite] = {s.name: s for s in (MNIST_LENET, CIFAR10_RESNET, CIFAR10_VGG16)}
+SUITES: Registry[Suite] = Registry("suite", TripwireError)
+for _suite in (MNIST_LENET, CIFAR10_RESNET, CIFAR10_VGG16):
+    SUITES.add(_suite.name, _suite)
 
 
 def get_suite(name: str) -> Suite:
     """The suite called `name`."""
-    try:
-        return SUITES[name]
-    except KeyError:
-        raise TripwireError(f"unknown suite {name!r}; known: {', '.join(SUITES)}") from None
+    return SUITES.get(name)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from tripwire.errors import DataError, InvalidInputError
+from tripwire.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -260,29 +261,22 @@ def halve_test_split(test: ImageSet) -> tuple[ImageSet, ImageSet]:
     )
 
 
-_SOURCES: dict[str, Source] = {}
+_SOURCES: Registry[Source] = Registry("data source", DataError)
 
 
 def register_source(source: Source) -> Source:
     """Add a source to the registry that `tripwire data list` and `load_source` use."""
-    if source.name in _SOURCES:
-        raise ValueError(f"data source {source.name!r} registered twice")
-    _SOURCES[source.name] = source
-    return source
+    return _SOURCES.add(source.name, source)
 
 
 def get_source(name: str) -> Source:
     """The registered source called `name`."""
-    try:
-        return _SOURCES[name]
-    except KeyError:
-        known = ", ".join(sorted(_SOURCES))
-        raise DataError(f"unknown data source {name!r}; known sources: {known}") from None
+    return _SOURCES.get(name)
 
 
 def list_sources() -> list[Source]:
     """All registered sources, sorted by name."""
-    return [_SOURCES[k] for k in sorted(_SOURCES)]
+    return [_SOURCES[k] for k in _SOURCES.names()]
 
 
 def load_source(

@@ -15,13 +15,14 @@ import typing
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tripwire.errors import InvalidInputError, TripwireError
+from tripwire.registry import Registry
 
 if TYPE_CHECKING:  # the registry sits below the Detector base class, which looks names up here
     from tripwire.detectors.base import Detector
 
 D = TypeVar("D", bound="type[Detector]")
 
-_DETECTORS: dict[str, type[Detector]] = {}
+_DETECTORS: Registry[type[Detector]] = Registry("detector", TripwireError)
 
 # What `tripwire fit` uses without --detector: the paper's views plus confidence and ViM views,
 # fused one-sidedly, chosen on validation data only (research/notebook.md, "A default for
@@ -32,19 +33,13 @@ DEFAULT_DETECTOR = "uniform-fusion"
 
 def register_detector(cls: D) -> D:
     """Class decorator: make `cls` available under `cls.name`."""
-    if cls.name in _DETECTORS and _DETECTORS[cls.name] is not cls:
-        raise ValueError(f"detector name {cls.name!r} registered twice")
-    _DETECTORS[cls.name] = cls
+    _DETECTORS.add(cls.name, cls)
     return cls
 
 
 def get_detector_class(name: str) -> type[Detector]:
     """The detector class registered under `name`."""
-    try:
-        return _DETECTORS[name]
-    except KeyError:
-        known = ", ".join(sorted(_DETECTORS))
-        raise TripwireError(f"unknown detector {name!r}; known detectors: {known}") from None
+    return _DETECTORS.get(name)
 
 
 def create_detector(name: str = DEFAULT_DETECTOR, **params: Any) -> Detector:
@@ -113,4 +108,4 @@ def parse_detector_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 def list_detectors() -> list[str]:
     """Names of all registered detectors, sorted."""
-    return sorted(_DETECTORS)
+    return _DETECTORS.names()

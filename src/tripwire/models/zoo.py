@@ -43,6 +43,7 @@ from tripwire.models.vgg_cifar import VGG16Cifar
 from tripwire.models.weights import load_weights, save_weights
 from tripwire.paths import atomic_write
 from tripwire.paths import cache_dir as resolve_cache_dir
+from tripwire.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +156,15 @@ class Recipe:
         return values
 
 
-_RECIPES: dict[str, Recipe] = {}
+def _own_model_hint(name: str) -> str:
+    module = Path(name).stem if name.endswith(".py") else "mymodule"
+    return (
+        f"For your own model give the function that builds it as '{module}:make_net' "
+        "(module:function), and its weights with --weights"
+    )
+
+
+_RECIPES: Registry[Recipe] = Registry("zoo model", UnknownModelError, _own_model_hint)
 CALIBRATION_SPLIT_SEED = 20261122
 
 
@@ -183,28 +192,17 @@ def training_split(
 
 def register_recipe(recipe: Recipe) -> Recipe:
     """Add a recipe to the zoo (names are unique)."""
-    if recipe.name in _RECIPES:
-        raise ValueError(f"zoo model {recipe.name!r} registered twice")
-    _RECIPES[recipe.name] = recipe
-    return recipe
+    return _RECIPES.add(recipe.name, recipe)
 
 
 def get_recipe(name: str) -> Recipe:
     """The recipe called `name`, or an UnknownModelError listing the known names."""
-    try:
-        return _RECIPES[name]
-    except KeyError:
-        module = Path(name).stem if name.endswith(".py") else "mymodule"
-        raise UnknownModelError(
-            f"unknown zoo model {name!r}; known models: {', '.join(list_models())}. For your own "
-            f"model give the function that builds it as '{module}:make_net' (module:function), "
-            "and its weights with --weights"
-        ) from None
+    return _RECIPES.get(name)
 
 
 def list_models() -> list[str]:
     """Names of every zoo model, sorted."""
-    return sorted(_RECIPES)
+    return _RECIPES.names()
 
 
 register_recipe(
