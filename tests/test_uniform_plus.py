@@ -9,7 +9,7 @@ from torch import nn
 from tiny_world import train_on_world, trained_world, with_a_rare_class
 from tripwire.data.base import ImageSet
 from tripwire.detectors import Detector, UniformPlusDetector, create_detector
-from tripwire.detectors.uniform_plus import neg_log_max_softmax, neg_logit_margin
+from tripwire.detectors.uniform_plus import GRAM_CAP, neg_log_max_softmax, neg_logit_margin
 
 
 def test_confidence_terms_match_their_formulas() -> None:
@@ -108,11 +108,17 @@ def test_feature_views_equal_the_standalone_detectors_and_sum_plus_is_one_sided(
     gram.fit(model, train)
     assert det.gram_layers_ == gram.layers_
     torch.testing.assert_close(raw[:, 6].double(), gram.score(model, val), rtol=1e-5, atol=1e-6)
-    # sum+: only the views that find an input atypical (z > 0) add to its score
+    # sum+: only the views that find an input atypical (z > 0) add to its score, the Gram view
+    # at most GRAM_CAP
     z = (raw - det.center_[pred]) / det.scale_[pred]
+    z[:, 6] = z[:, 6].clamp(max=GRAM_CAP)
     expected = z.clamp_min(0).sum(dim=1).double()
     torch.testing.assert_close(det.score(model, val), expected, rtol=1e-5, atol=1e-6)
     assert float(z.min()) < 0  # there are typical views, and they did not subtract
+    far = raw[:1].clone()
+    far[:, 6] = det.center_[pred[0], 6] + 1000 * det.scale_[pred[0], 6]  # z = 1000
+    capped = det._combine(far, pred[:1]) - det._combine(raw[:1], pred[:1])
+    assert float(capped) == pytest.approx(GRAM_CAP - float(z[0, 6].clamp_min(0)), rel=1e-4)
     det.save(tmp_path / "det")
     loaded = Detector.load(tmp_path / "det")
     assert torch.equal(loaded.score(model, val), det.score(model, val))

@@ -24,8 +24,8 @@ D = TypeVar("D", bound="type[Detector]")
 
 _DETECTORS: Registry[type[Detector]] = Registry("detector", TripwireError)
 
-# What `tripwire fit` uses without --detector: the paper's views plus confidence and ViM views,
-# fused one-sidedly, chosen on validation data only (research/notebook.md, "A default for
+# What `tripwire fit` uses without --detector: the paper's views plus confidence, ViM and Gram
+# views, fused one-sidedly, chosen on validation data only (research/notebook.md, "A default for
 # natural-image CNNs"). The paper's recipe stays available as "uniform", the previous default
 # as "uniform-plus".
 DEFAULT_DETECTOR = "uniform-fusion"

@@ -83,8 +83,12 @@ PENULTIMATE_EXTRAS = ("vim", "knn")
 KNN_K = 50
 # A component computed from the deepest feature maps: Gram-matrix deviations (Sastry & Oore
 # 2020) at order 1 on the activation layers whose maps have the fewest positions, with bounds
-# fitted on the ID fit images.
+# fitted on the ID fit images. Its standardised value counts up to GRAM_CAP: the deviation is 0
+# for most ID inputs and heavy-tailed beyond, so uncapped a few clean inputs reach z in the
+# thousands. 5 was chosen on validation data only, among 1, 2, 3, 5, 10 and no cap
+# (research/notebook.md, "The Gram view inside the default").
 MAP_EXTRAS = ("gram",)
+GRAM_CAP = 5.0
 
 
 @register_detector
@@ -101,8 +105,9 @@ class UniformPlusDetector(UniformDetector):
             to the 50th nearest normalised fit feature, Sun et al. 2022); from the deepest feature
             maps ``"gram"`` (the deviation of their order-1 Gram statistics from their class-wise
             ID range, Sastry & Oore 2020; see `GramDetector` with ``layers="deepest"``,
-            ``orders=[1]``; on a model without activation layers with feature maps it is 0 for
-            every input, with a warning at `fit`); ``()`` for none.
+            ``orders=[1]``; its standardised value counts up to `GRAM_CAP` = 5; on a model
+            without activation layers with feature maps it is 0 for every input, with a warning
+            at `fit`); ``()`` for none.
         tail: the ID quantile q that each component's scale is taken at (z = 1 there).
         fusion: ``"sum"`` (default), ``"sum+"`` (Σ max(z, 0): only atypical components
             count), ``"lse"`` (log-sum-exp, a soft maximum) or ``"max"`` of the standardised
@@ -260,9 +265,13 @@ class UniformPlusDetector(UniformDetector):
 
     def _combine(self, raw: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
         center, scale = self.center_.to(raw.device)[pred], self.scale_.to(raw.device)[pred]
+        z = (raw - center) / scale
+        if "gram" in self.extras:
+            gram = 2 + self.extras.index("gram")
+            z[:, gram] = z[:, gram].clamp(max=GRAM_CAP)
         # An input of a class whose SVM was not fitted has the largest finite SVM score, which
         # overflows to inf once standardised: it stays the largest finite score.
-        return FUSIONS[self.fusion]((raw - center) / scale).clamp_(max=torch.finfo(raw.dtype).max)
+        return FUSIONS[self.fusion](z).clamp_(max=torch.finfo(raw.dtype).max)
 
     def _normalisation_tensors(self) -> dict[str, torch.Tensor]:
         return {"center": self.center_, "scale": self.scale_}
