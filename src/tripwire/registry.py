@@ -13,13 +13,14 @@ T = TypeVar("T")
 
 
 class Registry(dict[str, T]):
-    """Named items of one kind: a dict with a checked `add` and a `get` that says what exists.
+    """Named items of one kind: a dict with a checked `add` and a `lookup` that says what exists
+    (`get` stays the dict's own).
 
     Examples:
         >>> suites = Registry[int]("suite", TripwireError)
         >>> suites.add("a", 1)
         1
-        >>> suites.get("b")
+        >>> suites.lookup("b")
         Traceback (most recent call last):
         ...
         tripwire.errors.TripwireError: unknown suite 'b'; known suites: a
@@ -41,7 +42,7 @@ class Registry(dict[str, T]):
         self[name] = item
         return item
 
-    def get(self, name: str) -> T:  # type: ignore[override]
+    def lookup(self, name: str) -> T:
         """The item called `name`, or the registry's error listing the known names (and its
         hint)."""
         try:

@@ -31,7 +31,7 @@ def get_generator(kind: str, *, batch_size: int | None = None, **params: Any) ->
         >>> get_generator("fgsm", eps=0.1).params
         {'eps': 0.1}
     """
-    return _GENERATORS.get(kind)(batch_size=batch_size, **params)
+    return _GENERATORS.lookup(kind)(batch_size=batch_size, **params)
 
 
 def list_generators() -> list[type[BaseGenerator]]:

@@ -376,4 +376,4 @@ for _suite in (MNIST_LENET, CIFAR10_RESNET, CIFAR10_VGG16):
 
 def get_suite(name: str) -> Suite:
     """The suite called `name`."""
-    return SUITES.get(name)
+    return SUITES.lookup(name)

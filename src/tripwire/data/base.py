@@ -271,7 +271,7 @@ def register_source(source: Source) -> Source:
 
 def get_source(name: str) -> Source:
     """The registered source called `name`."""
-    return _SOURCES.get(name)
+    return _SOURCES.lookup(name)
 
 
 def list_sources() -> list[Source]:

@@ -39,7 +39,7 @@ def register_detector(cls: D) -> D:
 
 def get_detector_class(name: str) -> type[Detector]:
     """The detector class registered under `name`."""
-    return _DETECTORS.get(name)
+    return _DETECTORS.lookup(name)
 
 
 def create_detector(name: str = DEFAULT_DETECTOR, **params: Any) -> Detector:

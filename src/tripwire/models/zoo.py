@@ -197,7 +197,7 @@ def register_recipe(recipe: Recipe) -> Recipe:
 
 def get_recipe(name: str) -> Recipe:
     """The recipe called `name`, or an UnknownModelError listing the known names."""
-    return _RECIPES.get(name)
+    return _RECIPES.lookup(name)
 
 
 def list_models() -> list[str]:
