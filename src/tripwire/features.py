@@ -155,12 +155,17 @@ def pool(activation: torch.Tensor, pooling: Pooling = "mean") -> torch.Tensor:
         mean = flat.mean(dim=2, keepdim=True)
         std = torch.linalg.vector_norm(flat - mean, dim=2) / math.sqrt(flat.shape[2])
         return torch.cat([mean.squeeze(2), std], dim=1)
-    if pooling == "gram":  # F·(Fᵀ·1): C·HW operations instead of the Gram matrix's C²·HW
-        f = flat.double()
-        return torch.bmm(f, f.sum(dim=1).unsqueeze(2)).squeeze(2)
+    if pooling == "gram":
+        return gram_row_sums(flat.double())
     if pooling == "none":
         return activation.flatten(1)
     raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+
+
+def gram_row_sums(f: torch.Tensor) -> torch.Tensor:
+    """The row sums of the Gram matrices F·Fᵀ of a batch of N×C×P maps: N×C. Computed as
+    F·(Fᵀ·1), C·P operations instead of the Gram matrix's C²·P."""
+    return torch.bmm(f, f.sum(dim=1).unsqueeze(2)).squeeze(2)
 
 
 @contextlib.contextmanager

@@ -33,7 +33,14 @@ from tripwire.detectors.base import Detector
 from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import InvalidInputError, ModelMismatchError
-from tripwire.features import eval_mode, is_activation, list_layers, model_device, output_shapes
+from tripwire.features import (
+    eval_mode,
+    gram_row_sums,
+    is_activation,
+    list_layers,
+    model_device,
+    output_shapes,
+)
 
 
 def gram_statistics(maps: torch.Tensor, orders: Sequence[int]) -> torch.Tensor:
@@ -49,7 +56,7 @@ def gram_statistics(maps: torch.Tensor, orders: Sequence[int]) -> torch.Tensor:
     for p in orders:
         fp = f if p == 1 else fp * f if p == power + 1 else f.pow(p)
         power = p
-        g = torch.bmm(fp, fp.sum(dim=1).unsqueeze(2)).squeeze(2)
+        g = gram_row_sums(fp)
         out.append(g.sign() * g.abs().pow(1.0 / p))
     return torch.stack(out, dim=1)
 
