@@ -12,23 +12,11 @@ from typing import Any
 import pytest
 import torch
 
-from tiny_world import SHAPE, make_world, trained_world
+from tiny_world import CONTRACT_PARAMS, contract_world, fit_on_world
 from tripwire import metrics
 from tripwire.detectors import Detector, create_detector, list_detectors
 from tripwire.detectors.base import class_thresholds
 from tripwire.errors import FormatError, InvalidInputError, NotFittedError
-
-# Hyper-parameters that suit the tiny world (a detector not listed uses its defaults).
-CONTRACT_PARAMS: dict[str, dict[str, Any]] = {
-    "uniform": {"layer": "auto"},
-    "daain": {"key": "contract-test-key", "n_points": 96, "hidden": 32, "epochs": 20},
-    "odin": {"validation_size": 200, "epsilons": (0.0, 0.001, 0.005)},
-    "kd_bu": {"mc_passes": 10},
-    # windows large enough for 12×12 maps
-    "feature-response": {"window": 7},
-    "fingerprints": {"n_candidates": 500},
-}
-
 
 # fDBD separates the tiny world's noise from its three classes only partly (AUROC 0.76 on this
 # 16-unit head): the direction is what this test checks; its formula is cross-checked against
@@ -53,28 +41,12 @@ FLOAT32 = {"rtol": 1e-5, "atol": 1e-6}
 
 @pytest.fixture(scope="module")
 def world() -> dict[str, Any]:
-    model, train, val = trained_world()
-    x_test, y_test = make_world(300, seed=2)
-    accuracy = (model(x_test).argmax(1) == y_test).float().mean().item()
-    assert accuracy > 0.95, accuracy
-    g = torch.Generator().manual_seed(3)
-    x = train.as_float()
-    sign = torch.randint(0, 2, x.shape, generator=g) * 2 - 1
-    return {
-        "model": model,
-        "train": train,
-        "val": val,
-        "test": x_test,
-        "shift": torch.rand(200, *SHAPE, generator=g),
-        # Known anomalies for detectors that must fit on some (a blind L∞ perturbation).
-        "anomalies": (x + 0.3 * sign).clamp(0, 1),
-    }
+    return contract_world()
 
 
 def fit(name: str, world: dict[str, Any], **extra: Any) -> Detector:
     det = create_detector(name, **{**CONTRACT_PARAMS.get(name, {}), **extra})
-    anomalies = world["anomalies"] if det.needs_anomalies else None
-    out = det.fit(world["model"], world["train"], anomalies=anomalies)
+    out = fit_on_world(det, world)
     assert out is det
     return det
 

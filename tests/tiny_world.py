@@ -4,11 +4,13 @@ one of three places, plus noise) and a small CNN that learns them in about a sec
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
 from torch import nn
 
 from tripwire.data.base import ImageSet
+from tripwire.detectors import Detector
 
 SHAPE = (1, 12, 12)
 CENTRES = ((3, 3), (3, 8), (8, 5))
@@ -95,3 +97,43 @@ def with_a_rare_class(model: nn.Module, data: ImageSet, rare: int = 2, keep: int
     kept = torch.cat([torch.nonzero(pred != rare).flatten(), torch.nonzero(pred == rare)[:keep, 0]])
     labels = None if data.labels is None else data.labels[kept]
     return ImageSet(f"{data.name}-rare-{rare}", data.images[kept], labels)
+
+
+# Hyper-parameters that suit the tiny world (a detector not listed uses its defaults).
+CONTRACT_PARAMS: dict[str, dict[str, Any]] = {
+    "uniform": {"layer": "auto"},
+    "daain": {"key": "contract-test-key", "n_points": 96, "hidden": 32, "epochs": 20},
+    "odin": {"validation_size": 200, "epsilons": (0.0, 0.001, 0.005)},
+    "kd_bu": {"mc_passes": 10},
+    # windows large enough for 12×12 maps
+    "feature-response": {"window": 7},
+    "fingerprints": {"n_candidates": 500},
+}
+
+
+def contract_world() -> dict[str, Any]:
+    """The world every registered detector is checked on: the trained TinyNet, its train and
+    val sets, 300 new ID test images, 200 uniform-noise images (the shift) and, for detectors
+    that fit on known anomalies, a blind ±0.3 L∞ perturbation of the training images."""
+    model, train, val = trained_world()
+    x_test, y_test = make_world(300, seed=2)
+    accuracy = (model(x_test).argmax(1) == y_test).float().mean().item()
+    assert accuracy > 0.95, accuracy
+    g = torch.Generator().manual_seed(3)
+    x = train.as_float()
+    sign = torch.randint(0, 2, x.shape, generator=g) * 2 - 1
+    return {
+        "model": model,
+        "train": train,
+        "val": val,
+        "test": x_test,
+        "shift": torch.rand(200, *SHAPE, generator=g),
+        "anomalies": (x + 0.3 * sign).clamp(0, 1),
+    }
+
+
+def fit_on_world(det: Detector, world: dict[str, Any]) -> Detector:
+    """`det` fitted on the contract world's training images (and its anomalies if it needs
+    them)."""
+    anomalies = world["anomalies"] if det.needs_anomalies else None
+    return det.fit(world["model"], world["train"], anomalies=anomalies)

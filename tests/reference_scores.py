@@ -1,0 +1,69 @@
+"""Reference scores of every registered detector on the contract world, kept in
+``tests/reference_scores.json`` so that a change meant to keep a detector's behaviour (a refactor,
+a faster kernel) is checked to keep its scores.
+
+Each detector is fitted with the contract's hyper-parameters and scores 24 images: the first 12
+new ID test images and the first 12 uniform-noise images. All on one torch thread: on this world
+some detectors (ViM's principal space of a 16-unit head with dead units, the uniform detectors'
+min–max constants) amplify the rounding differences that another thread count brings.
+
+After a change that is *meant* to move a detector's scores, rewrite the file and say why in the
+commit:
+
+    python tests/reference_scores.py
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from tiny_world import CONTRACT_PARAMS, contract_world, fit_on_world
+from tripwire.detectors import create_detector, list_detectors
+
+REFERENCE_FILE = Path(__file__).with_name("reference_scores.json")
+
+
+def reference_images(world: dict) -> torch.Tensor:
+    """The 24 images the references are scores of."""
+    return torch.cat([world["test"][:12], world["shift"][:12]])
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def reference_world() -> dict:
+    """The contract world, its model trained on one thread."""
+    with one_thread():
+        return contract_world()
+
+
+def detector_scores(name: str, world: dict) -> list[float]:
+    """Scores of detector `name`, fitted on `world` on one thread, of `reference_images`."""
+    with one_thread():
+        det = fit_on_world(create_detector(name, **CONTRACT_PARAMS.get(name, {})), world)
+        return det.score(world["model"], reference_images(world)).tolist()
+
+
+def main() -> None:
+    world = reference_world()
+    scores = {name: detector_scores(name, world) for name in list_detectors()}
+    lines = [f" {json.dumps(name)}: {json.dumps(s)}" for name, s in scores.items()]
+    REFERENCE_FILE.write_text("{\n" + ",\n".join(lines) + "\n}\n")
+    print(f"wrote {REFERENCE_FILE} ({len(scores)} detectors)")
+
+
+if __name__ == "__main__":
+    main()
