@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import sklearn.metrics as skm
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tripwire import metrics as M
@@ -333,6 +333,7 @@ TRANSFORMS = [lambda x: 3.0 * x + 7.0, lambda x: x**3, lambda x: np.exp(x / 10.0
 
 @PROPS
 @given(scores, scores)
+@example(np.array([-1.0]), np.array([0.0] * 6 + [1.0, 2.0, 3.0]))  # AP's float sum: 1 + 2e-16
 def test_prop_values_in_unit_interval(id_s, an_s):
     for name, fn in POOLED.items():
         v = fn(id_s, an_s)

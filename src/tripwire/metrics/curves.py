@@ -32,7 +32,8 @@ def auroc(id_scores: Any, anomaly_scores: Any) -> float:
 def aupr_out(id_scores: Any, anomaly_scores: Any) -> float:
     """Area under the precision–recall curve, **anomaly** as positive (high score = positive).
 
-    Average-precision definition, AP = Σ_n (R_n − R_{n−1})·P_n, as ``average_precision_score``.
+    Average-precision definition, AP = Σ_n (R_n − R_{n−1})·P_n, as ``average_precision_score``
+    (whose float sum can round to just above 1, here clipped to 1).
 
     Examples:
         >>> aupr_out([0.1, 0.2], [0.3, 0.4])
@@ -42,13 +43,14 @@ def aupr_out(id_scores: Any, anomaly_scores: Any) -> float:
 
     id_s, an_s = _pair(id_scores, anomaly_scores)
     y = np.r_[np.zeros(id_s.size), np.ones(an_s.size)]
-    return float(average_precision_score(y, np.r_[id_s, an_s]))
+    return min(1.0, float(average_precision_score(y, np.r_[id_s, an_s])))
 
 
 def aupr_in(id_scores: Any, anomaly_scores: Any) -> float:
     """Area under the precision–recall curve with **ID** as positive (low score = positive).
 
-    Average precision (as ``average_precision_score``) of the labels "is ID" ranked by −score.
+    Average precision (as ``average_precision_score``, clipped to 1 as `aupr_out`) of the labels
+    "is ID" ranked by −score.
 
     Examples:
         >>> aupr_in([0.1, 0.2], [0.3, 0.4])
@@ -58,7 +60,7 @@ def aupr_in(id_scores: Any, anomaly_scores: Any) -> float:
 
     id_s, an_s = _pair(id_scores, anomaly_scores)
     y = np.r_[np.ones(id_s.size), np.zeros(an_s.size)]
-    return float(average_precision_score(y, -np.r_[id_s, an_s]))
+    return min(1.0, float(average_precision_score(y, -np.r_[id_s, an_s])))
 
 
 def roc_curve(
