@@ -214,7 +214,7 @@ def test_a_parameter_the_detector_lacks_is_a_typed_error_listing_its_parameters(
     [("knn", {"k": "abc"}), ("knn", {"k": [5]}), ("uniform-fusion", {"nu": "small"})],
 )
 def test_a_value_of_the_wrong_type_is_a_typed_error(name: str, params: dict[str, object]) -> None:
-    with pytest.raises(InvalidInputError, match=f"{next(iter(params))}="):
+    with pytest.raises(InvalidInputError, match=f"{next(iter(params))}: "):
         create_detector(name, **params)
 
 

@@ -128,6 +128,19 @@ def test_model_untouched(world: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("name", list_detectors())
+def test_every_hyper_parameter_is_checked(name: str, world: dict[str, Any]) -> None:
+    """Each parameter's hint is its check: a value of no declared type is refused, by name, at
+    creation and (set afterwards) at fit."""
+    for param in create_detector(name).param_names():
+        with pytest.raises(InvalidInputError, match=f"'{name}': {param}: "):
+            create_detector(name, **{param: {"no": 1}})
+        det = create_detector(name, **CONTRACT_PARAMS.get(name, {}))
+        setattr(det, param, {"no": 1})
+        with pytest.raises(ValueError, match=f"^{param}: "):
+            fit_on_world(det, world)
+
+
+@pytest.mark.parametrize("name", list_detectors())
 def test_unfitted_use_raises(name: str, world: dict[str, Any]) -> None:
     det = create_detector(name, **CONTRACT_PARAMS.get(name, {}))
     with pytest.raises(NotFittedError):

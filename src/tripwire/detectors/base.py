@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from tripwire.data.base import ImageSet, check_images, from_numpy_images, to_float
@@ -38,6 +39,7 @@ from tripwire.detectors.fileformat import (
     FORMAT_VERSION,
     JSON_NAME,
     DetectorFile,
+    params_schema,
     read_detector,
     validated_params,
     write_detector,
@@ -237,8 +239,26 @@ class Detector(ABC):
         order), for detectors that choose a layer at fit; None for the others."""
         return None
 
-    def _validate_params(self) -> None:  # noqa: B027  (optional hook)
-        """Check hyper-parameters; raise ValueError with a clear message. Called by `fit`."""
+    def _validate_params(self) -> None:
+        """Check the hyper-parameters against the hints of ``__init__`` (types, ranges and
+        choices: `tripwire.detectors.params`), strictly, then `_check_params`. Called by `fit`
+        and `load`.
+
+        Raises:
+            ValueError: naming the parameter, what it accepts and what it got.
+        """
+        try:
+            params_schema(type(self)).model_validate(self.get_params())
+        except ValidationError as e:
+            errors = e.errors(include_url=False)
+            name = errors[0]["loc"][0]
+            accepts = "; or ".join(dict.fromkeys(x["msg"] for x in errors if x["loc"][0] == name))
+            raise ValueError(f"{name}: {accepts}; got {errors[0]['input']!r}") from None
+        self._check_params()
+
+    def _check_params(self) -> None:  # noqa: B027  (optional hook)
+        """Rules the hints cannot state, tying parameters together (e.g. a bank of at least
+        k features); raise ValueError naming the parameters."""
 
     @abstractmethod
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:

@@ -45,10 +45,11 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import Annotated, Any, Literal, Self
 
 import torch
 import zuko
+from pydantic import Field
 from torch import nn
 
 from tripwire.data.base import ImageSet
@@ -56,6 +57,7 @@ from tripwire.detectors.base import DataLike, Detector
 from tripwire.detectors.daain_mask import LayerPoints, SubsampleMask, key_fingerprint, new_key
 from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.hbos import Hbos
+from tripwire.detectors.params import Names, NonNegative, OpenFraction, Positive, PositiveInt
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import FormatError, InvalidInputError, NotFittedError
 from tripwire.features import eval_mode, is_activation, model_device, output_shapes
@@ -63,8 +65,8 @@ from tripwire.progress import track
 
 log = logging.getLogger(__name__)
 
-HEADS = ("hbos", "nll", "mahalanobis", "euclidean", "logistic")
-FLOWS = ("realnvp", "maf", "nsf")
+Head = Literal["hbos", "nll", "mahalanobis", "euclidean", "logistic"]
+Flow = Literal["realnvp", "maf", "nsf"]
 KEY_FORMAT = "tripwire-daain-key"
 KEY_NAME = "key.json"
 
@@ -169,20 +171,21 @@ class DaainDetector(Detector):
 
     def __init__(
         self,
-        layers: str | Sequence[str] = "auto",
-        n_points: int = 512,
-        resolution: Sequence[int] | None = None,
-        head: str = "hbos",
-        flow: str = "realnvp",
-        n_blocks: int = 4,
-        hidden: int = 128,
-        train_noise: float = 0.05,
-        epochs: int = 40,
-        patience: int = 4,
-        lr: float = 1e-3,
-        batch_size: int = 256,
-        max_samples: int = 20_000,
-        holdout_fraction: float = 0.1,
+        layers: Names | Literal["auto"] = "auto",
+        n_points: Annotated[int, Field(ge=2)] = 512,
+        resolution: Annotated[Sequence[PositiveInt], Field(min_length=2, max_length=2)]
+        | None = None,
+        head: Head = "hbos",
+        flow: Flow = "realnvp",
+        n_blocks: PositiveInt = 4,
+        hidden: PositiveInt = 128,
+        train_noise: NonNegative = 0.05,
+        epochs: PositiveInt = 40,
+        patience: PositiveInt = 4,
+        lr: Positive = 1e-3,
+        batch_size: PositiveInt = 256,
+        max_samples: PositiveInt = 20_000,
+        holdout_fraction: OpenFraction = 0.1,
         seed: int = 0,
         key: str | None = None,
     ) -> None:
@@ -204,28 +207,7 @@ class DaainDetector(Detector):
         self.key = key
 
     # -------------------------------------------------------------------------------- params
-    def _validate_params(self) -> None:
-        if self.head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
-        if self.flow not in FLOWS:
-            raise ValueError(f"flow must be one of {FLOWS}, got {self.flow!r}")
-        if not isinstance(self.layers, str | Sequence) or (
-            isinstance(self.layers, str) and self.layers != "auto"
-        ):
-            raise ValueError(
-                f"layers must be 'auto' or a list of module names, got {self.layers!r}"
-            )
-        if self.n_points < 2:
-            raise ValueError(f"n_points must be ≥ 2, got {self.n_points}")
-        if self.resolution is not None and len(self.resolution) != 2:
-            raise ValueError(f"resolution must be (H, W) or None, got {self.resolution!r}")
-        for name in ("n_blocks", "hidden", "epochs", "batch_size", "max_samples"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        if not 0.0 < self.holdout_fraction < 1.0:
-            raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
-        if self.train_noise < 0 or self.lr <= 0:
-            raise ValueError("train_noise must be ≥ 0 and lr > 0")
+    def _check_params(self) -> None:
         if self.key is not None and (not isinstance(self.key, str) or not self.key):
             raise ValueError("key must be a non-empty string or None")
 

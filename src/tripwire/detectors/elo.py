@@ -15,9 +15,10 @@ conv block.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from tripwire.data.base import ImageSet
@@ -25,9 +26,10 @@ from tripwire.detectors.base import Detector
 from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.mdl import candidate_layers, choose_layer
 from tripwire.detectors.ocsvm import ClassConditionalOCSVM
+from tripwire.detectors.params import Fraction, Positive
 from tripwire.detectors.proxies import make_proxies
 from tripwire.detectors.registry import register_detector
-from tripwire.features import POOLINGS, LayerTap, Pooling, extract_features
+from tripwire.features import LayerTap, Pooling, extract_features
 
 
 @register_detector
@@ -53,10 +55,10 @@ class ELODetector(Detector):
     def __init__(
         self,
         layer: str = "auto",
-        nu: float = 0.001,
-        gamma: float | str = "scale",
+        nu: Fraction = 0.001,
+        gamma: Positive | Literal["scale"] = "scale",
         pooling: Pooling = "mean",
-        max_samples: int = 20_000,
+        max_samples: Annotated[int, Field(ge=10)] = 20_000,
         seed: int = 0,
     ) -> None:
         self.layer = layer
@@ -65,16 +67,6 @@ class ELODetector(Detector):
         self.pooling = pooling
         self.max_samples = max_samples
         self.seed = seed
-
-    def _validate_params(self) -> None:
-        if not 0.0 < self.nu <= 1.0:
-            raise ValueError(f"nu must be in (0, 1], got {self.nu}")
-        if not (self.gamma == "scale" or (isinstance(self.gamma, float | int) and self.gamma > 0)):
-            raise ValueError(f"gamma must be 'scale' or a positive number, got {self.gamma!r}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if self.max_samples < 10:
-            raise ValueError(f"max_samples must be ≥ 10, got {self.max_samples}")
 
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
         self.layer_ = self._choose(model, data, anomalies) if self.layer == "auto" else self.layer

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from tripwire.detectors.logit_score import LogitScoreDetector
+from tripwire.detectors.params import Positive
 from tripwire.detectors.registry import register_detector
 
 
@@ -35,12 +36,8 @@ class EnergyDetector(LogitScoreDetector):
 
     name = "energy"
 
-    def __init__(self, temperature: float = 1.0) -> None:
+    def __init__(self, temperature: Positive = 1.0) -> None:
         self.temperature = temperature
-
-    def _validate_params(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
 
     def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return energy(logits, self.temperature)

@@ -23,15 +23,17 @@ the ID data.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from tripwire.data.base import ImageSet
 from tripwire.detectors.base import Detector
 from tripwire.detectors.fileformat import state_field
+from tripwire.detectors.params import OpenFraction, PositiveInt
 from tripwire.detectors.registry import register_detector
 from tripwire.detectors.uniform import UniformDetector
 from tripwire.guided_backprop import check_guided_model, guided_backprop_and_logits
@@ -88,11 +90,11 @@ class FeatureResponseDetector(Detector):
 
     def __init__(
         self,
-        window: int = 5,
+        window: Annotated[int, Field(ge=2)] = 5,
         direction: Direction = "higher",
-        fuse_with: str | None = None,
-        holdout_fraction: float = 0.2,
-        max_fit: int = 5000,
+        fuse_with: Literal["uniform"] | None = None,
+        holdout_fraction: OpenFraction = 0.2,
+        max_fit: PositiveInt = 5000,
         seed: int = 0,
     ) -> None:
         self.window = window
@@ -101,16 +103,6 @@ class FeatureResponseDetector(Detector):
         self.holdout_fraction = holdout_fraction
         self.max_fit = max_fit
         self.seed = seed
-
-    def _validate_params(self) -> None:
-        if not isinstance(self.window, int) or self.window < 2:
-            raise ValueError(f"window must be an integer ≥ 2, got {self.window!r}")
-        if self.direction not in ("higher", "two-sided"):
-            raise ValueError(f"direction must be 'higher' or 'two-sided', got {self.direction!r}")
-        if self.fuse_with not in (None, "uniform"):
-            raise ValueError(f"fuse_with must be None or 'uniform', got {self.fuse_with!r}")
-        if not 0.0 < self.holdout_fraction < 1.0:
-            raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
 
     # ------------------------------------------------------------------------------ fitting
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:

@@ -64,6 +64,7 @@ from torch import nn
 from tripwire.data.base import ImageSet
 from tripwire.detectors.base import Detector
 from tripwire.detectors.fileformat import state_field
+from tripwire.detectors.params import Fraction, NonNegative, PositiveInt
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import InvalidInputError
 from tripwire.features import LayerTap, is_activation, model_device
@@ -250,14 +251,14 @@ class FingerprintDetector(Detector):
     def __init__(
         self,
         layers: str | Sequence[str] = "first",
-        subset_size: int = 2,
-        n_candidates: int = 2000,
-        n_sample: int = 25,
-        p_value: float = 0.01,
-        min_effect: float = 0.1,
+        subset_size: PositiveInt = 2,
+        n_candidates: PositiveInt = 2000,
+        n_sample: PositiveInt = 25,
+        p_value: Fraction = 0.01,
+        min_effect: NonNegative = 0.1,
         mode: Mode = "lr",
         group_by: GroupBy = "adversarial",
-        max_per_class: int = 3000,
+        max_per_class: PositiveInt = 3000,
         min_attacked: int = 10,
         random_per_call: bool = False,
         seed: int = 0,
@@ -276,19 +277,6 @@ class FingerprintDetector(Detector):
         self.seed = seed
         # The clean-only mode fits without attacks (an instance-level override of the ClassVar).
         self.needs_anomalies = mode != "clean"  # type: ignore[misc]
-
-    def _validate_params(self) -> None:
-        if self.mode not in ("lr", "vote", "clean"):
-            raise ValueError(f"mode must be 'lr', 'vote' or 'clean', got {self.mode!r}")
-        if self.group_by not in ("adversarial", "source"):
-            raise ValueError(f"group_by must be 'adversarial' or 'source', got {self.group_by!r}")
-        for key in ("subset_size", "n_candidates", "n_sample", "max_per_class"):
-            if int(getattr(self, key)) < 1:
-                raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)}")
-        if not 0.0 < self.p_value <= 1.0:
-            raise ValueError(f"p_value must be in (0, 1], got {self.p_value}")
-        if self.min_effect < 0:
-            raise ValueError(f"min_effect must be ≥ 0, got {self.min_effect}")
 
     # ------------------------------------------------------------------------------ fitting
     def _activations(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

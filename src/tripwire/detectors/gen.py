@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from tripwire.detectors.logit_score import LogitScoreDetector
+from tripwire.detectors.params import OpenFraction, PositiveInt
 from tripwire.detectors.registry import register_detector
 
 
@@ -37,15 +38,9 @@ class GENDetector(LogitScoreDetector):
 
     name = "gen"
 
-    def __init__(self, gamma: float = 0.1, top: int = 100) -> None:
+    def __init__(self, gamma: OpenFraction = 0.1, top: PositiveInt = 100) -> None:
         self.gamma = gamma
         self.top = top
-
-    def _validate_params(self) -> None:
-        if not 0.0 < self.gamma < 1.0:
-            raise ValueError(f"gamma must be in (0, 1), got {self.gamma}")
-        if isinstance(self.top, bool) or not isinstance(self.top, int) or self.top < 1:
-            raise ValueError(f"top must be a positive integer, got {self.top!r}")
 
     def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return generalised_entropy(logits, self.gamma, self.top)

@@ -23,14 +23,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from tripwire.data.base import ImageSet
 from tripwire.detectors.base import Detector
 from tripwire.detectors.fileformat import state_field
+from tripwire.detectors.params import Names, OpenFraction, PositiveInt
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import InvalidInputError, ModelMismatchError
 from tripwire.features import (
@@ -254,9 +256,9 @@ class GramDetector(Detector):
 
     def __init__(
         self,
-        layers: list[str] | str | None = None,
-        orders: list[int] | None = None,
-        holdout_fraction: float = 0.1,
+        layers: Names | Literal["deepest"] | None = None,
+        orders: Annotated[Sequence[PositiveInt], Field(min_length=1)] | None = None,
+        holdout_fraction: OpenFraction = 0.1,
         seed: int = 0,
     ) -> None:
         self.layers = layers
@@ -267,23 +269,9 @@ class GramDetector(Detector):
     def _orders(self) -> list[int]:
         return list(range(1, 11)) if self.orders is None else list(self.orders)
 
-    def _validate_params(self) -> None:
-        orders = self._orders()
-        if not orders or any(
-            isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in orders
-        ):
-            raise ValueError(f"orders must be positive integers, got {self.orders!r}")
-        if isinstance(self.layers, str):
-            if self.layers != "deepest":
-                raise ValueError(f"layers must be None, 'deepest' or names, got {self.layers!r}")
-        elif self.layers is not None and (
-            not self.layers or len(set(self.layers)) < len(self.layers)
-        ):
-            raise ValueError(
-                f"layers must be None, 'deepest' or distinct names, got {self.layers!r}"
-            )
-        if not 0.0 < self.holdout_fraction < 1.0:
-            raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+    def _check_params(self) -> None:
+        if isinstance(self.layers, list | tuple) and len(set(self.layers)) < len(self.layers):
+            raise ValueError(f"layers must be distinct names, got {self.layers!r}")
 
     def _statistics(
         self, model: nn.Module, data: ImageSet

@@ -40,9 +40,10 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from tripwire.data.base import ImageSet
@@ -50,6 +51,7 @@ from tripwire.detectors._baselines import LogisticFusion, in_batches
 from tripwire.detectors.base import Detector
 from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.mdl import candidate_layers
+from tripwire.detectors.params import OpenFraction, Positive, PositiveInt
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import InvalidInputError
 from tripwire.features import LayerTap, extract_features, model_device
@@ -191,12 +193,12 @@ class KDBUDetector(Detector):
 
     def __init__(
         self,
-        bandwidth: float = 3.79,
-        mc_passes: int = 50,
+        bandwidth: Positive = 3.79,
+        mc_passes: Annotated[int, Field(ge=2)] = 50,
         layer: str = "auto",
-        max_per_class: int | None = 2000,
-        holdout_fraction: float = 0.1,
-        max_fusion: int = 5000,
+        max_per_class: PositiveInt | None = 2000,
+        holdout_fraction: OpenFraction = 0.1,
+        max_fusion: PositiveInt = 5000,
         seed: int = 0,
     ) -> None:
         self.bandwidth = bandwidth
@@ -206,16 +208,6 @@ class KDBUDetector(Detector):
         self.holdout_fraction = holdout_fraction
         self.max_fusion = max_fusion
         self.seed = seed
-
-    def _validate_params(self) -> None:
-        if not self.bandwidth > 0:
-            raise ValueError(f"bandwidth must be positive, got {self.bandwidth}")
-        if self.mc_passes < 2:
-            raise ValueError(f"mc_passes must be ≥ 2, got {self.mc_passes}")
-        if self.max_per_class is not None and self.max_per_class < 1:
-            raise ValueError(f"max_per_class must be ≥ 1 or None, got {self.max_per_class}")
-        if not 0.0 < self.holdout_fraction < 1.0:
-            raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
 
     # ------------------------------------------------------------------------------ fitting
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:

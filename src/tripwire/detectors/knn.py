@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from tripwire.detectors.feature_detector import FeatureDetector
+from tripwire.detectors.params import PositiveInt
 from tripwire.detectors.registry import register_detector
 from tripwire.features import Features
 
@@ -87,14 +88,14 @@ class KNNDetector(FeatureDetector):
     name = "knn"
     uses_penultimate = True
 
-    def __init__(self, k: int = 50, bank_size: int | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, k: PositiveInt = 50, bank_size: PositiveInt | None = None, seed: int = 0
+    ) -> None:
         self.k = k
         self.bank_size = bank_size
         self.seed = seed
 
-    def _validate_params(self) -> None:
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"k must be a positive integer, got {self.k!r}")
+    def _check_params(self) -> None:
         if self.bank_size is not None and self.bank_size < self.k:
             raise ValueError(f"bank_size must be None or ≥ k = {self.k}, got {self.bank_size}")
 

@@ -22,16 +22,17 @@ at its last call only; name the layers explicitly for such models.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from tripwire.data.base import ImageSet
 from tripwire.detectors._baselines import LogisticFusion, in_batches
 from tripwire.detectors.base import Detector
 from tripwire.detectors.fileformat import state_field
+from tripwire.detectors.params import Names, PositiveInt
 from tripwire.detectors.registry import register_detector
 from tripwire.features import LayerTap, extract_features, is_activation, list_layers, model_device
 
@@ -89,10 +90,10 @@ class LIDDetector(Detector):
 
     def __init__(
         self,
-        k: int = 20,
-        reference_size: int = 100,
-        layers: Sequence[str] | str = "auto",
-        max_fusion: int = 5000,
+        k: Annotated[int, Field(ge=2)] = 20,
+        reference_size: PositiveInt = 100,
+        layers: Names | Literal["auto"] = "auto",
+        max_fusion: PositiveInt = 5000,
         seed: int = 0,
     ) -> None:
         self.k = k
@@ -101,13 +102,9 @@ class LIDDetector(Detector):
         self.max_fusion = max_fusion
         self.seed = seed
 
-    def _validate_params(self) -> None:
-        if self.k < 2:
-            raise ValueError(f"k must be ≥ 2, got {self.k}")
+    def _check_params(self) -> None:
         if self.reference_size <= self.k:
             raise ValueError(f"reference_size ({self.reference_size}) must exceed k ({self.k})")
-        if self.layers != "auto" and (isinstance(self.layers, str) or not self.layers):
-            raise ValueError(f"layers must be 'auto' or a non-empty list, got {self.layers!r}")
 
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
         assert anomalies is not None

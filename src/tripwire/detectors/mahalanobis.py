@@ -27,8 +27,7 @@ which is the anomaly score (higher = more anomalous; Lee et al.'s confidence is 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -44,14 +43,15 @@ from tripwire.detectors._baselines import (
 )
 from tripwire.detectors.base import Detector
 from tripwire.detectors.fileformat import state_field
+from tripwire.detectors.params import Grid, Names, NonNegative, PositiveInt
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import InvalidInputError
 from tripwire.features import LayerTap, Pooling, extract_features, model_device
 
 LOGITS = "logits"
-SHRINKAGES = ("ledoit-wolf", "oas", "none")
+Shrinkage = Literal["ledoit-wolf", "oas", "none"]
 ESTIMATORS = {"ledoit-wolf": "LedoitWolf", "oas": "OAS", "none": "EmpiricalCovariance"}
-COMBINES = ("auto", "sum", "logistic")
+Combine = Literal["auto", "sum", "logistic"]
 
 
 def tied_gaussian(
@@ -119,13 +119,13 @@ class MahalanobisDetector(Detector):
 
     def __init__(
         self,
-        layers: Sequence[str] = (LOGITS,),
+        layers: Names = (LOGITS,),
         pooling: Pooling = "mean",
-        shrinkage: str = "none",
-        epsilon: float | str = 0.0,
-        epsilons: Sequence[float] = EPSILON_GRID,
-        combine: str = "auto",
-        validation_size: int = 1000,
+        shrinkage: Shrinkage = "none",
+        epsilon: NonNegative | Literal["auto"] = 0.0,
+        epsilons: Grid = EPSILON_GRID,
+        combine: Combine = "auto",
+        validation_size: PositiveInt = 1000,
         seed: int = 0,
     ) -> None:
         self.layers = layers
@@ -139,20 +139,6 @@ class MahalanobisDetector(Detector):
 
     def reads_layers(self) -> bool:
         return any(layer != LOGITS for layer in self.layers)
-
-    def _validate_params(self) -> None:
-        if isinstance(self.layers, str) or len(self.layers) == 0:
-            raise ValueError(f"layers must be a non-empty list of names, got {self.layers!r}")
-        if self.shrinkage not in SHRINKAGES:
-            raise ValueError(f"shrinkage must be one of {SHRINKAGES}, got {self.shrinkage!r}")
-        if self.combine not in COMBINES:
-            raise ValueError(f"combine must be one of {COMBINES}, got {self.combine!r}")
-        if self.epsilon != "auto" and not (
-            isinstance(self.epsilon, float | int) and self.epsilon >= 0
-        ):
-            raise ValueError(f"epsilon must be 'auto' or a number ≥ 0, got {self.epsilon!r}")
-        if self.epsilon == "auto" and (not self.epsilons or min(self.epsilons) < 0):
-            raise ValueError(f"epsilons must be non-empty and ≥ 0, got {self.epsilons}")
 
     # ------------------------------------------------------------------------------ fitting
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:

@@ -22,6 +22,7 @@ from torch import nn
 
 from tripwire.detectors.feature_detector import FeatureDetector
 from tripwire.detectors.knn import bank_rows, check_bank, largest_dot_products
+from tripwire.detectors.params import PositiveInt
 from tripwire.detectors.registry import register_detector
 from tripwire.features import Features
 
@@ -49,14 +50,14 @@ class NNGuideDetector(FeatureDetector):
     name = "nnguide"
     uses_penultimate = True
 
-    def __init__(self, k: int = 10, bank_size: int | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, k: PositiveInt = 10, bank_size: PositiveInt | None = None, seed: int = 0
+    ) -> None:
         self.k = k
         self.bank_size = bank_size
         self.seed = seed
 
-    def _validate_params(self) -> None:
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"k must be a positive integer, got {self.k!r}")
+    def _check_params(self) -> None:
         if self.bank_size is not None and self.bank_size < self.k:
             raise ValueError(f"bank_size must be None or ≥ k = {self.k}, got {self.bank_size}")
 

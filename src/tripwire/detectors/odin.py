@@ -22,10 +22,10 @@ original code divided the gradient by the normalisation std instead.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from tripwire.data.base import ImageSet
@@ -33,10 +33,11 @@ from tripwire.detectors._baselines import EPSILON_GRID, choose_epsilon, in_batch
 from tripwire.detectors.base import Detector
 from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.msp import max_softmax
+from tripwire.detectors.params import Grid, NonNegative, Positive
 from tripwire.detectors.registry import register_detector
 from tripwire.features import model_device
 
-SELECTIONS = ("validation", "id-only")
+Selection = Literal["validation", "id-only"]
 
 
 def odin_perturb(
@@ -97,11 +98,11 @@ class ODINDetector(Detector):
 
     def __init__(
         self,
-        temperature: float = 1000.0,
-        epsilon: float | None = None,
-        epsilons: Sequence[float] = EPSILON_GRID,
-        selection: str = "validation",
-        validation_size: int = 1000,
+        temperature: Positive = 1000.0,
+        epsilon: NonNegative | None = None,
+        epsilons: Grid = EPSILON_GRID,
+        selection: Selection = "validation",
+        validation_size: Annotated[int, Field(ge=2)] = 1000,
         seed: int = 0,
     ) -> None:
         self.temperature = temperature
@@ -110,17 +111,6 @@ class ODINDetector(Detector):
         self.selection = selection
         self.validation_size = validation_size
         self.seed = seed
-
-    def _validate_params(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
-        grid = [self.epsilon] if self.epsilon is not None else list(self.epsilons)
-        if not grid or min(grid) < 0:
-            raise ValueError(f"epsilons must be a non-empty list of values ≥ 0, got {grid}")
-        if self.selection not in SELECTIONS:
-            raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
-        if self.validation_size < 2:
-            raise ValueError(f"validation_size must be ≥ 2, got {self.validation_size}")
 
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
         self.criterion_: dict[str, float] = {}

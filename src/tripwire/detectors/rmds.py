@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from tripwire.detectors.feature_detector import FeatureDetector
-from tripwire.detectors.mahalanobis import ESTIMATORS, SHRINKAGES
+from tripwire.detectors.mahalanobis import ESTIMATORS, Shrinkage
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import InvalidInputError
 from tripwire.features import Features
@@ -68,12 +68,8 @@ class RMDSDetector(FeatureDetector):
     name = "rmds"
     uses_penultimate = True
 
-    def __init__(self, shrinkage: str = "none") -> None:
+    def __init__(self, shrinkage: Shrinkage = "none") -> None:
         self.shrinkage = shrinkage
-
-    def _validate_params(self) -> None:
-        if self.shrinkage not in SHRINKAGES:
-            raise ValueError(f"shrinkage must be one of {SHRINKAGES}, got {self.shrinkage!r}")
 
     def _fit_features(self, model: nn.Module, features: Features) -> None:
         z, labels = features.penultimate, features.classes()

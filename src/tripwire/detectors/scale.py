@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from tripwire.detectors.params import Percentile
 from tripwire.detectors.registry import register_detector
 from tripwire.detectors.shaped_energy import ShapedEnergyDetector, kept_count
 
@@ -36,7 +37,7 @@ class SCALEDetector(ShapedEnergyDetector):
 
     name = "scale"
 
-    def __init__(self, percentile: float = 85.0) -> None:
+    def __init__(self, percentile: Percentile = 85.0) -> None:
         super().__init__(percentile)
 
     def shape(self, h: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from torch import nn
 
 from tripwire.detectors.energy import energy
 from tripwire.detectors.feature_detector import FeatureDetector
+from tripwire.detectors.params import Percentile
 from tripwire.features import Features
 from tripwire.head import check_head_state, head_weights
 
@@ -29,11 +30,8 @@ class ShapedEnergyDetector(FeatureDetector):
 
     uses_penultimate = True
 
-    def __init__(self, percentile: float = 90.0) -> None:
+    def __init__(self, percentile: Percentile = 90.0) -> None:
         self.percentile = percentile
-
-    def _validate_params(self) -> None:
-        check_percentile(self.percentile)
 
     def _fit_features(self, model: nn.Module, features: Features) -> None:
         self.head_weight_, self.head_bias_ = head_weights(model)
@@ -60,14 +58,6 @@ class ShapedEnergyDetector(FeatureDetector):
 
     def _check_state(self) -> None:
         check_head_state(self.head_weight_, self.head_bias_, self.num_classes_)
-
-
-def check_percentile(percentile: object) -> None:
-    """Raise ValueError unless `percentile` is a number in [0, 100)."""
-    if isinstance(percentile, bool) or not isinstance(percentile, int | float):
-        raise ValueError(f"percentile must be a number in [0, 100), got {percentile!r}")
-    if not 0.0 <= percentile < 100.0:
-        raise ValueError(f"percentile must be in [0, 100), got {percentile}")
 
 
 def kept_count(width: int, percentile: float) -> int:

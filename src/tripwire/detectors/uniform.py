@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
@@ -32,11 +33,15 @@ from tripwire.detectors.base import DataLike, Detector, as_image_set
 from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.mdl import LayerChoice, candidate_layers, choose_layer
 from tripwire.detectors.ocsvm import ClassConditionalOCSVM
+from tripwire.detectors.params import Fraction, NonNegative, OpenFraction, Positive
 from tripwire.detectors.proxies import make_proxies
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import ModelMismatchError
 from tripwire.features import LayerTap, Pooling, extract_features, model_device
 from tripwire.head import PenultimateTap
+
+# poolings of a conv map for the one-class SVMs (`tripwire.features`)
+SvmPooling = Literal["mean", "max", "meanstd"]
 
 
 @register_detector
@@ -72,12 +77,12 @@ class UniformDetector(Detector):
     def __init__(
         self,
         layer: str = "auto",
-        nu: float = 0.1,
-        gamma: float | str = "scale",
-        betas: Sequence[float] = (0.5, 0.5),
-        pooling: Pooling = "mean",
-        holdout_fraction: float = 0.1,
-        max_per_class: int | None = 2000,
+        nu: Fraction = 0.1,
+        gamma: Positive | Literal["scale"] = "scale",
+        betas: Annotated[Sequence[NonNegative], Field(min_length=2, max_length=2)] = (0.5, 0.5),
+        pooling: SvmPooling = "mean",
+        holdout_fraction: OpenFraction = 0.1,
+        max_per_class: Annotated[int, Field(ge=5)] | None = 2000,
         seed: int = 0,
     ) -> None:
         self.layer = layer
@@ -88,23 +93,6 @@ class UniformDetector(Detector):
         self.holdout_fraction = holdout_fraction
         self.max_per_class = max_per_class
         self.seed = seed
-
-    def _validate_params(self) -> None:
-        if len(self.betas) != 2 or min(self.betas) < 0:
-            raise ValueError(f"betas must be two non-negative weights, got {self.betas}")
-        self._validate_svm_params()
-
-    def _validate_svm_params(self) -> None:
-        if not 0.0 < self.nu <= 1.0:
-            raise ValueError(f"nu must be in (0, 1], got {self.nu}")
-        if self.pooling not in ("mean", "max", "meanstd"):
-            raise ValueError(f"pooling must be 'mean', 'max' or 'meanstd', got {self.pooling!r}")
-        if not 0.0 < self.holdout_fraction < 1.0:
-            raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
-        if not (self.gamma == "scale" or (isinstance(self.gamma, float | int) and self.gamma > 0)):
-            raise ValueError(f"gamma must be 'scale' or a positive number, got {self.gamma!r}")
-        if self.max_per_class is not None and self.max_per_class < 5:
-            raise ValueError(f"max_per_class must be None or ≥ 5, got {self.max_per_class}")
 
     # ------------------------------------------------------------------------------ fitting
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:

@@ -31,10 +31,14 @@ research/notebook.md, "A default for natural-image CNNs" and "The Gram view insi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated, Literal
 
+from pydantic import Field
+
+from tripwire.detectors.params import Fraction, OpenFraction, Positive
 from tripwire.detectors.registry import register_detector
-from tripwire.detectors.uniform_plus import UniformPlusDetector
-from tripwire.features import Pooling
+from tripwire.detectors.uniform import SvmPooling
+from tripwire.detectors.uniform_plus import Extra, Fusion, UniformPlusDetector
 
 
 @register_detector
@@ -55,14 +59,14 @@ class UniformFusionDetector(UniformPlusDetector):
     def __init__(
         self,
         layer: str = "auto",
-        nu: float = 0.1,
-        gamma: float | str = "scale",
-        pooling: Pooling = "meanstd",
-        extras: Sequence[str] = ("msp", "margin", "vim", "gram"),
-        tail: float = 0.99,
-        fusion: str = "sum+",
-        holdout_fraction: float = 0.1,
-        max_per_class: int | None = 2000,
+        nu: Fraction = 0.1,
+        gamma: Positive | Literal["scale"] = "scale",
+        pooling: SvmPooling = "meanstd",
+        extras: Sequence[Extra] = ("msp", "margin", "vim", "gram"),
+        tail: Annotated[float, Field(gt=0.5, lt=1)] = 0.99,
+        fusion: Fusion = "sum+",
+        holdout_fraction: OpenFraction = 0.1,
+        max_per_class: Annotated[int, Field(ge=5)] | None = 2000,
         seed: int = 0,
     ) -> None:
         super().__init__(

@@ -36,17 +36,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from tripwire.data.base import ImageSet
 from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.gram import GramBounds, gram_layers
 from tripwire.detectors.knn import kth_neighbour_distance
+from tripwire.detectors.params import Fraction, OpenFraction, Positive
 from tripwire.detectors.registry import register_detector
-from tripwire.detectors.uniform import UniformDetector
+from tripwire.detectors.uniform import SvmPooling, UniformDetector
 from tripwire.detectors.vim import ViMState
 from tripwire.errors import InvalidInputError, ModelMismatchError
 from tripwire.features import Pooling, extract_features, model_device
@@ -89,6 +91,8 @@ KNN_K = 50
 # (research/notebook.md, "The Gram view inside the default").
 MAP_EXTRAS = ("gram",)
 GRAM_CAP = 5.0
+Extra = Literal["msp", "margin", "vim", "knn", "gram"]
+Fusion = Literal["sum+", "sum", "lse", "max"]
 
 
 @register_detector
@@ -125,14 +129,14 @@ class UniformPlusDetector(UniformDetector):
     def __init__(
         self,
         layer: str = "auto",
-        nu: float = 0.1,
-        gamma: float | str = "scale",
-        pooling: Pooling = "meanstd",
-        extras: Sequence[str] = ("msp", "margin"),
-        tail: float = 0.99,
-        fusion: str = "sum",
-        holdout_fraction: float = 0.1,
-        max_per_class: int | None = 2000,
+        nu: Fraction = 0.1,
+        gamma: Positive | Literal["scale"] = "scale",
+        pooling: SvmPooling = "meanstd",
+        extras: Sequence[Extra] = ("msp", "margin"),
+        tail: Annotated[float, Field(gt=0.5, lt=1)] = 0.99,
+        fusion: Fusion = "sum",
+        holdout_fraction: OpenFraction = 0.1,
+        max_per_class: Annotated[int, Field(ge=5)] | None = 2000,
         seed: int = 0,
     ) -> None:
         self.layer = layer
@@ -146,16 +150,9 @@ class UniformPlusDetector(UniformDetector):
         self.max_per_class = max_per_class
         self.seed = seed
 
-    def _validate_params(self) -> None:
-        self._validate_svm_params()
-        if not 0.5 < self.tail < 1.0:
-            raise ValueError(f"tail must be in (0.5, 1), got {self.tail}")
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {sorted(FUSIONS)}, got {self.fusion!r}")
-        known = [*EXTRAS, *PENULTIMATE_EXTRAS, *MAP_EXTRAS]
-        unknown = [e for e in self.extras if e not in known]
-        if unknown or len(set(self.extras)) != len(self.extras):
-            raise ValueError(f"extras must be distinct names from {known}, got {self.extras}")
+    def _check_params(self) -> None:
+        if len(set(self.extras)) != len(self.extras):
+            raise ValueError(f"extras must be distinct, got {self.extras}")
 
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
         fit_set, held_set = data.split(self.holdout_fraction, seed=self.seed)  # as the SVMs'

@@ -26,6 +26,7 @@ from torch import nn
 
 from tripwire.detectors.feature_detector import FeatureDetector
 from tripwire.detectors.fileformat import state_field
+from tripwire.detectors.params import PositiveInt
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import InvalidInputError, ModelMismatchError
 from tripwire.features import Features
@@ -120,12 +121,8 @@ class ViMDetector(FeatureDetector):
     name = "vim"
     uses_penultimate = True
 
-    def __init__(self, dim: int | None = None) -> None:
+    def __init__(self, dim: PositiveInt | None = None) -> None:
         self.dim = dim
-
-    def _validate_params(self) -> None:
-        if self.dim is not None and (not isinstance(self.dim, int) or self.dim < 1):
-            raise ValueError(f"dim must be None or a positive integer, got {self.dim!r}")
 
     def _fit_features(self, model: nn.Module, features: Features) -> None:
         assert features.penultimate is not None
