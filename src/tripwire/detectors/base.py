@@ -25,8 +25,9 @@ import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, dataclass_transform
 
 import numpy as np
 import torch
@@ -138,8 +139,19 @@ def _conformal_quantile(scores: np.ndarray, tpr: float) -> float:
     return float(np.partition(scores, rank - 1)[rank - 1])
 
 
+@dataclass_transform(kw_only_default=True, eq_default=False)
 class Detector(ABC):
-    """Base class of all detectors. Subclasses implement `_fit`, `_score_batch` and state I/O."""
+    """Base class of all detectors. Subclasses implement `_fit`, `_score_batch` and state I/O.
+
+    A detector declares its hyper-parameters once, as annotated class fields with defaults
+    (their types from `tripwire.detectors.params`): every subclass is a keyword-only dataclass,
+    so ``__init__``, `get_params`, `save`/`load` and the checks of `_validate_params` all come
+    from that declaration. Learned state is set by `fit` as attributes ending in ``_``.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclass(kw_only=True, eq=False, repr=False)(cls)
 
     name: ClassVar[str]
     needs_anomalies: ClassVar[bool] = False
@@ -172,7 +184,8 @@ class Detector(ABC):
     # ----------------------------------------------------------------------------------- params
     @classmethod
     def param_names(cls) -> list[str]:
-        """The hyper-parameters of ``__init__`` that `get_params` reports and `save` stores."""
+        """The hyper-parameters (the dataclass fields of ``__init__``) that `get_params` reports
+        and `save` stores."""
         sig = inspect.signature(cls.__init__)
         return [k for k in sig.parameters if k != "self" and k not in cls.secret_params]
 

@@ -169,42 +169,22 @@ class DaainDetector(Detector):
     name = "daain"
     secret_params = ("key",)  # the mask key is kept apart from the saved detector
 
-    def __init__(
-        self,
-        layers: Names | Literal["auto"] = "auto",
-        n_points: Annotated[int, Field(ge=2)] = 512,
-        resolution: Annotated[Sequence[PositiveInt], Field(min_length=2, max_length=2)]
-        | None = None,
-        head: Head = "hbos",
-        flow: Flow = "realnvp",
-        n_blocks: PositiveInt = 4,
-        hidden: PositiveInt = 128,
-        train_noise: NonNegative = 0.05,
-        epochs: PositiveInt = 40,
-        patience: PositiveInt = 4,
-        lr: Positive = 1e-3,
-        batch_size: PositiveInt = 256,
-        max_samples: PositiveInt = 20_000,
-        holdout_fraction: OpenFraction = 0.1,
-        seed: int = 0,
-        key: str | None = None,
-    ) -> None:
-        self.layers = layers
-        self.n_points = n_points
-        self.resolution = resolution
-        self.head = head
-        self.flow = flow
-        self.n_blocks = n_blocks
-        self.hidden = hidden
-        self.train_noise = train_noise
-        self.epochs = epochs
-        self.patience = patience
-        self.lr = lr
-        self.batch_size = batch_size
-        self.max_samples = max_samples
-        self.holdout_fraction = holdout_fraction
-        self.seed = seed
-        self.key = key
+    layers: Names | Literal["auto"] = "auto"
+    n_points: Annotated[int, Field(ge=2)] = 512
+    resolution: Annotated[Sequence[PositiveInt], Field(min_length=2, max_length=2)] | None = None
+    head: Head = "hbos"
+    flow: Flow = "realnvp"
+    n_blocks: PositiveInt = 4
+    hidden: PositiveInt = 128
+    train_noise: NonNegative = 0.05
+    epochs: PositiveInt = 40
+    patience: PositiveInt = 4
+    lr: Positive = 1e-3
+    batch_size: PositiveInt = 256
+    max_samples: PositiveInt = 20_000
+    holdout_fraction: OpenFraction = 0.1
+    seed: int = 0
+    key: str | None = None
 
     # -------------------------------------------------------------------------------- params
     def _check_params(self) -> None:

@@ -52,21 +52,12 @@ class ELODetector(Detector):
 
     name = "elo"
 
-    def __init__(
-        self,
-        layer: str = "auto",
-        nu: Fraction = 0.001,
-        gamma: Positive | Literal["scale"] = "scale",
-        pooling: Pooling = "mean",
-        max_samples: Annotated[int, Field(ge=10)] = 20_000,
-        seed: int = 0,
-    ) -> None:
-        self.layer = layer
-        self.nu = nu
-        self.gamma = gamma
-        self.pooling = pooling
-        self.max_samples = max_samples
-        self.seed = seed
+    layer: str = "auto"
+    nu: Fraction = 0.001
+    gamma: Positive | Literal["scale"] = "scale"
+    pooling: Pooling = "mean"
+    max_samples: Annotated[int, Field(ge=10)] = 20_000
+    seed: int = 0
 
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
         self.layer_ = self._choose(model, data, anomalies) if self.layer == "auto" else self.layer

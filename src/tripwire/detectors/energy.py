@@ -36,8 +36,7 @@ class EnergyDetector(LogitScoreDetector):
 
     name = "energy"
 
-    def __init__(self, temperature: Positive = 1.0) -> None:
-        self.temperature = temperature
+    temperature: Positive = 1.0
 
     def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return energy(logits, self.temperature)

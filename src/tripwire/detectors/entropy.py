@@ -31,8 +31,5 @@ class EntropyDetector(LogitScoreDetector):
 
     name = "entropy"
 
-    def __init__(self) -> None:
-        pass
-
     def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return softmax_entropy(logits)

@@ -46,9 +46,6 @@ class FDBDDetector(FeatureDetector):
     name = "fdbd"
     uses_penultimate = True
 
-    def __init__(self) -> None:
-        pass
-
     def _fit_features(self, model: nn.Module, features: Features) -> None:
         assert features.penultimate is not None
         self.head_weight_ = head_weights(model)[0]

@@ -88,21 +88,12 @@ class FeatureResponseDetector(Detector):
     name = "feature-response"
     needs_gradients = True
 
-    def __init__(
-        self,
-        window: Annotated[int, Field(ge=2)] = 5,
-        direction: Direction = "higher",
-        fuse_with: Literal["uniform"] | None = None,
-        holdout_fraction: OpenFraction = 0.2,
-        max_fit: PositiveInt = 5000,
-        seed: int = 0,
-    ) -> None:
-        self.window = window
-        self.direction = direction
-        self.fuse_with = fuse_with
-        self.holdout_fraction = holdout_fraction
-        self.max_fit = max_fit
-        self.seed = seed
+    window: Annotated[int, Field(ge=2)] = 5
+    direction: Direction = "higher"
+    fuse_with: Literal["uniform"] | None = None
+    holdout_fraction: OpenFraction = 0.2
+    max_fit: PositiveInt = 5000
+    seed: int = 0
 
     # ------------------------------------------------------------------------------ fitting
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:

@@ -322,9 +322,9 @@ def _validated(schema: type[M], data: object, origin: str, within: tuple[str, ..
 @cache
 def params_schema(klass: type[Detector]) -> type[BaseModel]:
     """A strict pydantic model of a detector's stored parameters (`Detector.param_names`), with
-    the types, ranges and choices of its ``__init__`` hints: every parameter required, none
-    unknown, none coerced."""
-    hints = typing.get_type_hints(klass.__init__, include_extras=True)
+    the types, ranges and choices of their declarations (the class's field hints, each resolved
+    in the module that declares it): every parameter required, none unknown, none coerced."""
+    hints = typing.get_type_hints(klass, include_extras=True)
     fields: dict[str, Any] = {name: (hints.get(name, Any), ...) for name in klass.param_names()}
     return create_model(f"{klass.__name__}Params", __config__=_STRICT, **fields)
 

@@ -248,35 +248,22 @@ class FingerprintDetector(Detector):
     name = "fingerprints"
     needs_anomalies = True
 
-    def __init__(
-        self,
-        layers: str | Sequence[str] = "first",
-        subset_size: PositiveInt = 2,
-        n_candidates: PositiveInt = 2000,
-        n_sample: PositiveInt = 25,
-        p_value: Fraction = 0.01,
-        min_effect: NonNegative = 0.1,
-        mode: Mode = "lr",
-        group_by: GroupBy = "adversarial",
-        max_per_class: PositiveInt = 3000,
-        min_attacked: int = 10,
-        random_per_call: bool = False,
-        seed: int = 0,
-    ) -> None:
-        self.layers = layers
-        self.subset_size = subset_size
-        self.n_candidates = n_candidates
-        self.n_sample = n_sample
-        self.p_value = p_value
-        self.min_effect = min_effect
-        self.mode = mode
-        self.group_by = group_by
-        self.max_per_class = max_per_class
-        self.min_attacked = min_attacked
-        self.random_per_call = random_per_call
-        self.seed = seed
+    layers: str | Sequence[str] = "first"
+    subset_size: PositiveInt = 2
+    n_candidates: PositiveInt = 2000
+    n_sample: PositiveInt = 25
+    p_value: Fraction = 0.01
+    min_effect: NonNegative = 0.1
+    mode: Mode = "lr"
+    group_by: GroupBy = "adversarial"
+    max_per_class: PositiveInt = 3000
+    min_attacked: int = 10
+    random_per_call: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
         # The clean-only mode fits without attacks (an instance-level override of the ClassVar).
-        self.needs_anomalies = mode != "clean"  # type: ignore[misc]
+        self.needs_anomalies = self.mode != "clean"  # type: ignore[misc]
 
     # ------------------------------------------------------------------------------ fitting
     def _activations(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

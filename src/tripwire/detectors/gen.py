@@ -38,9 +38,8 @@ class GENDetector(LogitScoreDetector):
 
     name = "gen"
 
-    def __init__(self, gamma: OpenFraction = 0.1, top: PositiveInt = 100) -> None:
-        self.gamma = gamma
-        self.top = top
+    gamma: OpenFraction = 0.1
+    top: PositiveInt = 100
 
     def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return generalised_entropy(logits, self.gamma, self.top)

@@ -254,17 +254,10 @@ class GramDetector(Detector):
 
     name = "gram"
 
-    def __init__(
-        self,
-        layers: Names | Literal["deepest"] | None = None,
-        orders: Annotated[Sequence[PositiveInt], Field(min_length=1)] | None = None,
-        holdout_fraction: OpenFraction = 0.1,
-        seed: int = 0,
-    ) -> None:
-        self.layers = layers
-        self.orders = orders
-        self.holdout_fraction = holdout_fraction
-        self.seed = seed
+    layers: Names | Literal["deepest"] | None = None
+    orders: Annotated[Sequence[PositiveInt], Field(min_length=1)] | None = None
+    holdout_fraction: OpenFraction = 0.1
+    seed: int = 0
 
     def _orders(self) -> list[int]:
         return list(range(1, 11)) if self.orders is None else list(self.orders)

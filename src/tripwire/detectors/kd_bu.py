@@ -191,23 +191,13 @@ class KDBUDetector(Detector):
     name = "kd_bu"
     needs_anomalies = True
 
-    def __init__(
-        self,
-        bandwidth: Positive = 3.79,
-        mc_passes: Annotated[int, Field(ge=2)] = 50,
-        layer: str = "auto",
-        max_per_class: PositiveInt | None = 2000,
-        holdout_fraction: OpenFraction = 0.1,
-        max_fusion: PositiveInt = 5000,
-        seed: int = 0,
-    ) -> None:
-        self.bandwidth = bandwidth
-        self.mc_passes = mc_passes
-        self.layer = layer
-        self.max_per_class = max_per_class
-        self.holdout_fraction = holdout_fraction
-        self.max_fusion = max_fusion
-        self.seed = seed
+    bandwidth: Positive = 3.79
+    mc_passes: Annotated[int, Field(ge=2)] = 50
+    layer: str = "auto"
+    max_per_class: PositiveInt | None = 2000
+    holdout_fraction: OpenFraction = 0.1
+    max_fusion: PositiveInt = 5000
+    seed: int = 0
 
     # ------------------------------------------------------------------------------ fitting
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:

@@ -88,12 +88,9 @@ class KNNDetector(FeatureDetector):
     name = "knn"
     uses_penultimate = True
 
-    def __init__(
-        self, k: PositiveInt = 50, bank_size: PositiveInt | None = None, seed: int = 0
-    ) -> None:
-        self.k = k
-        self.bank_size = bank_size
-        self.seed = seed
+    k: PositiveInt = 50
+    bank_size: PositiveInt | None = None
+    seed: int = 0
 
     def _check_params(self) -> None:
         if self.bank_size is not None and self.bank_size < self.k:

@@ -88,19 +88,11 @@ class LIDDetector(Detector):
     name = "lid"
     needs_anomalies = True
 
-    def __init__(
-        self,
-        k: Annotated[int, Field(ge=2)] = 20,
-        reference_size: PositiveInt = 100,
-        layers: Names | Literal["auto"] = "auto",
-        max_fusion: PositiveInt = 5000,
-        seed: int = 0,
-    ) -> None:
-        self.k = k
-        self.reference_size = reference_size
-        self.layers = layers
-        self.max_fusion = max_fusion
-        self.seed = seed
+    k: Annotated[int, Field(ge=2)] = 20
+    reference_size: PositiveInt = 100
+    layers: Names | Literal["auto"] = "auto"
+    max_fusion: PositiveInt = 5000
+    seed: int = 0
 
     def _check_params(self) -> None:
         if self.reference_size <= self.k:

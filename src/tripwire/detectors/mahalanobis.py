@@ -117,25 +117,14 @@ class MahalanobisDetector(Detector):
 
     name = "mahalanobis"
 
-    def __init__(
-        self,
-        layers: Names = (LOGITS,),
-        pooling: Pooling = "mean",
-        shrinkage: Shrinkage = "none",
-        epsilon: NonNegative | Literal["auto"] = 0.0,
-        epsilons: Grid = EPSILON_GRID,
-        combine: Combine = "auto",
-        validation_size: PositiveInt = 1000,
-        seed: int = 0,
-    ) -> None:
-        self.layers = layers
-        self.pooling = pooling
-        self.shrinkage = shrinkage
-        self.epsilon = epsilon
-        self.epsilons = epsilons
-        self.combine = combine
-        self.validation_size = validation_size
-        self.seed = seed
+    layers: Names = (LOGITS,)
+    pooling: Pooling = "mean"
+    shrinkage: Shrinkage = "none"
+    epsilon: NonNegative | Literal["auto"] = 0.0
+    epsilons: Grid = EPSILON_GRID
+    combine: Combine = "auto"
+    validation_size: PositiveInt = 1000
+    seed: int = 0
 
     def reads_layers(self) -> bool:
         return any(layer != LOGITS for layer in self.layers)

@@ -26,8 +26,5 @@ class MaxLogitDetector(LogitScoreDetector):
 
     name = "maxlogit"
 
-    def __init__(self) -> None:
-        pass
-
     def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return -logits.double().amax(dim=1)

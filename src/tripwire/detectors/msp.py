@@ -30,8 +30,5 @@ class MSPDetector(LogitScoreDetector):
 
     name = "msp"
 
-    def __init__(self) -> None:
-        pass
-
     def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return 1.0 - max_softmax(logits)

@@ -96,21 +96,12 @@ class ODINDetector(Detector):
     def reads_layers(self) -> bool:
         return False
 
-    def __init__(
-        self,
-        temperature: Positive = 1000.0,
-        epsilon: NonNegative | None = None,
-        epsilons: Grid = EPSILON_GRID,
-        selection: Selection = "validation",
-        validation_size: Annotated[int, Field(ge=2)] = 1000,
-        seed: int = 0,
-    ) -> None:
-        self.temperature = temperature
-        self.epsilon = epsilon
-        self.epsilons = epsilons
-        self.selection = selection
-        self.validation_size = validation_size
-        self.seed = seed
+    temperature: Positive = 1000.0
+    epsilon: NonNegative | None = None
+    epsilons: Grid = EPSILON_GRID
+    selection: Selection = "validation"
+    validation_size: Annotated[int, Field(ge=2)] = 1000
+    seed: int = 0
 
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
         self.criterion_: dict[str, float] = {}

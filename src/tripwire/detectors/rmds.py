@@ -68,8 +68,7 @@ class RMDSDetector(FeatureDetector):
     name = "rmds"
     uses_penultimate = True
 
-    def __init__(self, shrinkage: Shrinkage = "none") -> None:
-        self.shrinkage = shrinkage
+    shrinkage: Shrinkage = "none"
 
     def _fit_features(self, model: nn.Module, features: Features) -> None:
         z, labels = features.penultimate, features.classes()

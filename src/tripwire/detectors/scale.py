@@ -37,8 +37,7 @@ class SCALEDetector(ShapedEnergyDetector):
 
     name = "scale"
 
-    def __init__(self, percentile: Percentile = 85.0) -> None:
-        super().__init__(percentile)
+    percentile: Percentile = 85.0
 
     def shape(self, h: torch.Tensor) -> torch.Tensor:
         return scale_activations(h, self.percentile)

@@ -30,8 +30,7 @@ class ShapedEnergyDetector(FeatureDetector):
 
     uses_penultimate = True
 
-    def __init__(self, percentile: Percentile = 90.0) -> None:
-        self.percentile = percentile
+    percentile: Percentile = 90.0
 
     def _fit_features(self, model: nn.Module, features: Features) -> None:
         self.head_weight_, self.head_bias_ = head_weights(model)

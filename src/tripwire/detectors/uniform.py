@@ -74,25 +74,14 @@ class UniformDetector(Detector):
     # The paper's scores −f (sklearn's score_samples); variants may use −log f.
     log_domain_scores = False
 
-    def __init__(
-        self,
-        layer: str = "auto",
-        nu: Fraction = 0.1,
-        gamma: Positive | Literal["scale"] = "scale",
-        betas: Annotated[Sequence[NonNegative], Field(min_length=2, max_length=2)] = (0.5, 0.5),
-        pooling: SvmPooling = "mean",
-        holdout_fraction: OpenFraction = 0.1,
-        max_per_class: Annotated[int, Field(ge=5)] | None = 2000,
-        seed: int = 0,
-    ) -> None:
-        self.layer = layer
-        self.nu = nu
-        self.gamma = gamma
-        self.betas = betas
-        self.pooling = pooling
-        self.holdout_fraction = holdout_fraction
-        self.max_per_class = max_per_class
-        self.seed = seed
+    layer: str = "auto"
+    nu: Fraction = 0.1
+    gamma: Positive | Literal["scale"] = "scale"
+    betas: Annotated[Sequence[NonNegative], Field(min_length=2, max_length=2)] = (0.5, 0.5)
+    pooling: SvmPooling = "mean"
+    holdout_fraction: OpenFraction = 0.1
+    max_per_class: Annotated[int, Field(ge=5)] | None = 2000
+    seed: int = 0
 
     # ------------------------------------------------------------------------------ fitting
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:

@@ -31,13 +31,8 @@ research/notebook.md, "A default for natural-image CNNs" and "The Gram view insi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Literal
 
-from pydantic import Field
-
-from tripwire.detectors.params import Fraction, OpenFraction, Positive
 from tripwire.detectors.registry import register_detector
-from tripwire.detectors.uniform import SvmPooling
 from tripwire.detectors.uniform_plus import Extra, Fusion, UniformPlusDetector
 
 
@@ -56,19 +51,5 @@ class UniformFusionDetector(UniformPlusDetector):
 
     name = "uniform-fusion"
 
-    def __init__(
-        self,
-        layer: str = "auto",
-        nu: Fraction = 0.1,
-        gamma: Positive | Literal["scale"] = "scale",
-        pooling: SvmPooling = "meanstd",
-        extras: Sequence[Extra] = ("msp", "margin", "vim", "gram"),
-        tail: Annotated[float, Field(gt=0.5, lt=1)] = 0.99,
-        fusion: Fusion = "sum+",
-        holdout_fraction: OpenFraction = 0.1,
-        max_per_class: Annotated[int, Field(ge=5)] | None = 2000,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(
-            layer, nu, gamma, pooling, extras, tail, fusion, holdout_fraction, max_per_class, seed
-        )
+    extras: Sequence[Extra] = ("msp", "margin", "vim", "gram")
+    fusion: Fusion = "sum+"

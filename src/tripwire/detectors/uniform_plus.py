@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import field
 from typing import Annotated, Any, Literal
 
 import torch
@@ -46,7 +47,6 @@ from tripwire.data.base import ImageSet
 from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.gram import GramBounds, gram_layers
 from tripwire.detectors.knn import kth_neighbour_distance
-from tripwire.detectors.params import Fraction, OpenFraction, Positive
 from tripwire.detectors.registry import register_detector
 from tripwire.detectors.uniform import SvmPooling, UniformDetector
 from tripwire.detectors.vim import ViMState
@@ -126,29 +126,12 @@ class UniformPlusDetector(UniformDetector):
     reproduces_paper_protocol = False
     log_domain_scores = True
 
-    def __init__(
-        self,
-        layer: str = "auto",
-        nu: Fraction = 0.1,
-        gamma: Positive | Literal["scale"] = "scale",
-        pooling: SvmPooling = "meanstd",
-        extras: Sequence[Extra] = ("msp", "margin"),
-        tail: Annotated[float, Field(gt=0.5, lt=1)] = 0.99,
-        fusion: Fusion = "sum",
-        holdout_fraction: OpenFraction = 0.1,
-        max_per_class: Annotated[int, Field(ge=5)] | None = 2000,
-        seed: int = 0,
-    ) -> None:
-        self.layer = layer
-        self.nu = nu
-        self.gamma = gamma
-        self.pooling = pooling
-        self.extras = tuple(extras)
-        self.tail = tail
-        self.fusion = fusion
-        self.holdout_fraction = holdout_fraction
-        self.max_per_class = max_per_class
-        self.seed = seed
+    # the SVM views are standardised and fused like the others, not weighted: no betas here
+    betas: Sequence[float] = field(default=(0.5, 0.5), init=False)
+    pooling: SvmPooling = "meanstd"
+    extras: Sequence[Extra] = ("msp", "margin")
+    tail: Annotated[float, Field(gt=0.5, lt=1)] = 0.99
+    fusion: Fusion = "sum"
 
     def _check_params(self) -> None:
         if len(set(self.extras)) != len(self.extras):

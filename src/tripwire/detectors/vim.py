@@ -121,8 +121,7 @@ class ViMDetector(FeatureDetector):
     name = "vim"
     uses_penultimate = True
 
-    def __init__(self, dim: PositiveInt | None = None) -> None:
-        self.dim = dim
+    dim: PositiveInt | None = None
 
     def _fit_features(self, model: nn.Module, features: Features) -> None:
         assert features.penultimate is not None
