@@ -30,6 +30,7 @@ from scipy.stats import spearmanr
 from sklearn.covariance import LedoitWolf
 
 from tripwire import metrics
+from tripwire.batching import in_batches
 from tripwire.data import load_source
 from tripwire.detectors import create_detector
 from tripwire.features import extract_features
@@ -52,10 +53,6 @@ def import_pytorch_ood_detectors() -> dict[str, types.ModuleType]:
             sys.modules[name] = stub
     names = ("softmax", "energy", "odin", "mahalanobis")
     return {n: importlib.import_module(f"pytorch_ood.detector.{n}") for n in names}
-
-
-def in_batches(fn, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    return torch.cat([fn(xb).detach().double() for xb in x.split(batch_size)])
 
 
 def report(name: str, ours: torch.Tensor, theirs: torch.Tensor, n_id: int, note: str) -> None:
@@ -102,11 +99,11 @@ def main() -> None:
 def crosscheck_msp_energy(pood, model, train, x, n_id) -> None:  # type: ignore[no-untyped-def]
     """MSP: ours 1 − max softmax, theirs −max softmax → ours = theirs + 1. Energy: identical."""
     ours = create_detector("msp").fit(model, train).score(model, x)
-    theirs = in_batches(pood["softmax"].MaxSoftmax(model), x) + 1
+    theirs = in_batches(pood["softmax"].MaxSoftmax(model), x).double() + 1
     report("MSP", ours, theirs, n_id, "(theirs + 1)")
 
     ours = create_detector("energy").fit(model, train).score(model, x)
-    theirs = in_batches(pood["energy"].EnergyBased(model), x)
+    theirs = in_batches(pood["energy"].EnergyBased(model), x).double()
     report("Energy", ours, theirs, n_id, "(identical definition)")
 
 
@@ -115,14 +112,14 @@ def crosscheck_odin(pood, model, train, x, n_id, eps: float) -> None:  # type: i
     det = create_detector("odin", epsilon=eps).fit(model, train)
     ours = det.score(model, x)
     odin = pood["odin"].ODIN(model, eps=eps, temperature=1000.0)
-    theirs = in_batches(lambda b: odin.predict(b), x) + 1
+    theirs = in_batches(lambda b: odin.predict(b), x).double() + 1
     report(f"ODIN ε={eps}", ours, theirs, n_id, "(theirs + 1; theirs unclipped)")
     det0 = create_detector("odin", epsilon=0.0).fit(model, train)
     odin0 = pood["odin"].ODIN(model, eps=0.0, temperature=1000.0)
     report(
         "ODIN ε=0",
         det0.score(model, x),
-        in_batches(lambda b: odin0.predict(b), x) + 1,
+        in_batches(lambda b: odin0.predict(b), x).double() + 1,
         n_id,
         "(theirs + 1)",
     )
@@ -154,7 +151,7 @@ def crosscheck_mahalanobis(pood, model, train, x, n_id) -> None:  # type: ignore
         f"Mahalanobis fit: logits of {len(train)} training images {t_feats:.1f} s (the forward "
         f"pass); pytorch-ood fit_features {t_theirs:.3f} s"
     )
-    theirs = in_batches(lambda b: maha.predict_features(model(b)), x)
+    theirs = in_batches(lambda b: maha.predict_features(model(b)), x).double()
     n = len(train)
     z = feats.logits.double()
     means = torch.stack([z[labels == c].mean(dim=0) for c in range(int(labels.max()) + 1)])

@@ -17,7 +17,6 @@ from torch.nn import functional as F
 from tripwire.anomalies.base import (
     AnomalySet,
     BaseGenerator,
-    batch_slices,
     check_labels,
     model_device,
     model_guard,
@@ -25,6 +24,7 @@ from tripwire.anomalies.base import (
     perturbation_norms,
     predict_logits,
 )
+from tripwire.batching import batch_slices
 from tripwire.data.base import check_images
 from tripwire.errors import InvalidInputError
 from tripwire.models.digest import weights_digest

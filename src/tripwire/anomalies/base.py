@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tripwire.batching import batch_slices
 from tripwire.errors import FormatError, InvalidInputError
 from tripwire.features import eval_mode, model_device
 from tripwire.paths import atomic_write
@@ -275,11 +276,6 @@ def model_guard(model: nn.Module) -> Iterator[nn.Module]:
         finally:
             for p, flag in grads:
                 p.requires_grad_(flag)
-
-
-def batch_slices(n: int, batch_size: int) -> list[slice]:
-    """Consecutive slices of at most `batch_size` covering range(n)."""
-    return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
 
 @torch.no_grad()

@@ -12,7 +12,6 @@ from torch import nn
 
 from tripwire.anomalies.base import (
     AnomalySet,
-    batch_slices,
     model_device,
     model_guard,
     predict_logits,
@@ -20,6 +19,7 @@ from tripwire.anomalies.base import (
 )
 from tripwire.anomalies.registry import register_generator
 from tripwire.anomalies.sourcefree import SourceFree
+from tripwire.batching import batch_slices
 from tripwire.errors import InvalidInputError
 from tripwire.progress import track
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tripwire.batching import batch_slices
 from tripwire.errors import DataError, InvalidInputError
 from tripwire.registry import Registry
 
@@ -72,17 +73,16 @@ class ImageSet:
 
     def batches(self, batch_size: int = 256) -> Iterator[torch.Tensor]:
         """Float32 batches in [0, 1], in order."""
-        for start in range(0, len(self), batch_size):
-            yield self.as_float(slice(start, start + batch_size))
+        for s in batch_slices(len(self), batch_size):
+            yield self.as_float(s)
 
     def labelled_batches(
         self, batch_size: int = 256
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(images, labels) batches, in order. Raises DataError for unlabelled sets."""
         labels = self.require_labels()
-        for start in range(0, len(self), batch_size):
-            sl = slice(start, start + batch_size)
-            yield self.as_float(sl), labels[sl]
+        for s in batch_slices(len(self), batch_size):
+            yield self.as_float(s), labels[s]
 
     def require_labels(self) -> torch.Tensor:
         """The labels, or a DataError naming the set when it has none."""

@@ -130,10 +130,3 @@ def choose_epsilon(
     best = max(criterion.values())
     chosen = next(float(e) for e in criterion if criterion[e] >= best - _TIE)
     return chosen, criterion
-
-
-def in_batches(
-    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 512
-) -> torch.Tensor:
-    """`fn` applied to consecutive batches of `x`, results concatenated on the CPU."""
-    return torch.cat([fn(xb).detach().cpu() for xb in x.split(batch_size)])

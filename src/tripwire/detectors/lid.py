@@ -28,8 +28,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from tripwire.batching import in_batches
 from tripwire.data.base import ImageSet
-from tripwire.detectors._baselines import LogisticFusion, in_batches
+from tripwire.detectors._baselines import LogisticFusion
 from tripwire.detectors.base import Detector
 from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.params import Names, PositiveInt

@@ -33,12 +33,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from tripwire.batching import in_batches
 from tripwire.data.base import ImageSet
 from tripwire.detectors._baselines import (
     EPSILON_GRID,
     LogisticFusion,
     choose_epsilon,
-    in_batches,
     validation_sets,
 )
 from tripwire.detectors.base import Detector

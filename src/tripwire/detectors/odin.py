@@ -28,8 +28,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from tripwire.batching import in_batches
 from tripwire.data.base import ImageSet
-from tripwire.detectors._baselines import EPSILON_GRID, choose_epsilon, in_batches, validation_sets
+from tripwire.detectors._baselines import EPSILON_GRID, choose_epsilon, validation_sets
 from tripwire.detectors.base import Detector
 from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.msp import max_softmax
