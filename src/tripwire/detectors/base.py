@@ -46,6 +46,7 @@ from tripwire.detectors.fileformat import (
     write_detector,
 )
 from tripwire.detectors.registry import create_detector, get_detector_class, list_detectors
+from tripwire.detectors.state import meta_of, restore, tensors_of
 from tripwire.errors import (
     DataError,
     FormatError,
@@ -146,7 +147,9 @@ class Detector(ABC):
     A detector declares its hyper-parameters once, as annotated class fields with defaults
     (their types from `tripwire.detectors.params`): every subclass is a keyword-only dataclass,
     so ``__init__``, `get_params`, `save`/`load` and the checks of `_validate_params` all come
-    from that declaration. Learned state is set by `fit` as attributes ending in ``_``.
+    from that declaration. The state that `fit` learns is declared the same way, as fields
+    ending in ``_`` made with `tripwire.detectors.state.learned`, which `save` and `load` store
+    and restore.
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -468,15 +471,18 @@ class Detector(ABC):
 
     # ---------------------------------------------------------------------------------- saving
     def _state_tensors(self) -> dict[str, torch.Tensor]:
-        """Learned tensors to store (subclasses extend)."""
-        return {}
+        """Learned tensors to store: the declared ones (`tripwire.detectors.state`); detectors
+        with composite state extend this."""
+        return tensors_of(self)
 
     def _state_meta(self) -> dict[str, Any]:
-        """Learned JSON-serialisable state to store (subclasses extend)."""
-        return {}
+        """Learned JSON values to store: the declared ones; detectors with composite state
+        extend this."""
+        return meta_of(self)
 
-    def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:  # noqa: B027
-        """Restore what `_state_tensors` and `_state_meta` stored (subclasses extend)."""
+    def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Restore what `_state_tensors` and `_state_meta` stored."""
+        restore(self, tensors, meta)
 
     def _after_load(self, folder: Path) -> None:  # noqa: B027  (optional hook)
         """Called by `load` once the state is restored, with the detector's folder (for files a

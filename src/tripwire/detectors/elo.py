@@ -15,7 +15,7 @@ conv block.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
@@ -23,12 +23,12 @@ from torch import nn
 
 from tripwire.data.base import ImageSet
 from tripwire.detectors.base import Detector
-from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.mdl import candidate_layers, choose_layer
 from tripwire.detectors.ocsvm import ClassConditionalOCSVM
 from tripwire.detectors.params import Fraction, Positive
 from tripwire.detectors.proxies import make_proxies
 from tripwire.detectors.registry import register_detector
+from tripwire.detectors.state import learned
 from tripwire.features import LayerTap, Pooling, extract_features
 
 
@@ -58,6 +58,9 @@ class ELODetector(Detector):
     pooling: Pooling = "mean"
     max_samples: Annotated[int, Field(ge=10)] = 20_000
     seed: int = 0
+
+    layer_: str = learned()
+    svm_: ClassConditionalOCSVM = learned()
 
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
         self.layer_ = self._choose(model, data, anomalies) if self.layer == "auto" else self.layer
@@ -99,13 +102,3 @@ class ELODetector(Detector):
         z = tap.outputs[self.layer_]
         zeros = torch.zeros(len(z), dtype=torch.long, device=z.device)
         return self.svm_.to(z.device).score(z, zeros), logits.argmax(dim=1)
-
-    def _state_tensors(self) -> dict[str, torch.Tensor]:
-        return self.svm_.tensors("svm")
-
-    def _state_meta(self) -> dict[str, Any]:
-        return {"layer": self.layer_}
-
-    def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.svm_ = ClassConditionalOCSVM.from_tensors(tensors, "svm")
-        self.layer_ = state_field(meta, "layer", str)

@@ -13,13 +13,12 @@ anomalous). No setting to choose.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from tripwire.detectors.feature_detector import FeatureDetector
 from tripwire.detectors.registry import register_detector
+from tripwire.detectors.state import learned
 from tripwire.errors import InvalidInputError
 from tripwire.features import Features
 from tripwire.head import check_head_state, head_weights
@@ -44,6 +43,9 @@ class FDBDDetector(FeatureDetector):
     """
 
     name = "fdbd"
+
+    head_weight_: torch.Tensor = learned()
+    mean_: torch.Tensor = learned()
     uses_penultimate = True
 
     def _fit_features(self, model: nn.Module, features: Features) -> None:
@@ -57,13 +59,6 @@ class FDBDDetector(FeatureDetector):
         h = self._penultimate(features, len(self.mean_))
         distance = boundary_distances(features.logits, self.head_weight_.to(h.device))
         return -distance / (h.double() - self.mean_.to(h.device)).norm(dim=1).clamp_min(1e-12)
-
-    def _state_tensors(self) -> dict[str, torch.Tensor]:
-        return {"head_weight": self.head_weight_, "mean": self.mean_}
-
-    def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.head_weight_ = tensors["head_weight"]
-        self.mean_ = tensors["mean"]
 
     def _check_state(self) -> None:
         check_head_state(self.head_weight_, None, self.num_classes_)

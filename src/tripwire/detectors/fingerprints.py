@@ -63,9 +63,9 @@ from torch import nn
 
 from tripwire.data.base import ImageSet
 from tripwire.detectors.base import Detector
-from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.params import Fraction, NonNegative, PositiveInt
 from tripwire.detectors.registry import register_detector
+from tripwire.detectors.state import learned
 from tripwire.errors import InvalidInputError
 from tripwire.features import LayerTap, is_activation, model_device
 from tripwire.progress import track
@@ -261,6 +261,12 @@ class FingerprintDetector(Detector):
     random_per_call: bool = False
     seed: int = 0
 
+    layers_: list[str] = learned()
+    n_neurons_: int = learned()
+    indices_: torch.Tensor = learned(dtype=torch.int64)
+    stats_: torch.Tensor = learned(dtype=torch.float64)
+    offsets_: torch.Tensor = learned(dtype=torch.int64)
+
     def __post_init__(self) -> None:
         # The clean-only mode fits without attacks (an instance-level override of the ClassVar).
         self.needs_anomalies = self.mode != "clean"  # type: ignore[misc]
@@ -410,18 +416,6 @@ class FingerprintDetector(Detector):
         return llr.sum(dim=1), pred
 
     # ------------------------------------------------------------------------------ state
-    def _state_tensors(self) -> dict[str, torch.Tensor]:
-        return {"indices": self.indices_, "stats": self.stats_, "offsets": self.offsets_}
-
-    def _state_meta(self) -> dict[str, Any]:
-        return {"layers": list(self.layers_), "n_neurons": self.n_neurons_}
-
-    def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.indices_ = tensors["indices"].long()
-        self.stats_ = tensors["stats"].double()
-        self.offsets_ = tensors["offsets"].long()
-        self.layers_ = state_field(meta, "layers", list[str])
-        self.n_neurons_ = state_field(meta, "n_neurons", int)
 
 
 def _random_subsets(k: int, n: int, m: int, g: torch.Generator, rows: int = 64) -> torch.Tensor:

@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 import torch
 from pydantic import Field
@@ -50,10 +50,10 @@ from tripwire.batching import in_batches
 from tripwire.data.base import ImageSet
 from tripwire.detectors._baselines import LogisticFusion
 from tripwire.detectors.base import Detector
-from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.mdl import candidate_layers
 from tripwire.detectors.params import OpenFraction, Positive, PositiveInt
 from tripwire.detectors.registry import register_detector
+from tripwire.detectors.state import learned
 from tripwire.errors import InvalidInputError
 from tripwire.features import LayerTap, extract_features, model_device
 
@@ -199,6 +199,15 @@ class KDBUDetector(Detector):
     holdout_fraction: OpenFraction = 0.1
     max_fusion: PositiveInt = 5000
     seed: int = 0
+
+    layer_: str = learned()
+    mc_layers_: list[str] = learned()
+    mc_prefix_once_: bool = learned()
+    mc_row_elements_: int = learned()
+    support_: torch.Tensor = learned()
+    counts_: torch.Tensor = learned()
+    fusion_: LogisticFusion = learned()
+    masks_: dict[str, torch.Tensor] = learned(stored_as="mask")
 
     # ------------------------------------------------------------------------------ fitting
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
@@ -398,26 +407,3 @@ class KDBUDetector(Detector):
     def uses_bu_(self) -> bool:
         """Whether Bayesian uncertainty is used (the model had dropout with p > 0)."""
         return bool(self.mc_layers_)
-
-    def _state_tensors(self) -> dict[str, torch.Tensor]:
-        out = {"support": self.support_, "counts": self.counts_, **self.fusion_.tensors("fusion")}
-        out.update({f"mask.{name}": m for name, m in self.masks_.items()})
-        return out
-
-    def _state_meta(self) -> dict[str, Any]:
-        return {
-            "layer": self.layer_,
-            "mc_layers": self.mc_layers_,
-            "mc_prefix_once": self.mc_prefix_once_,
-            "mc_row_elements": self.mc_row_elements_,
-        }
-
-    def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.layer_ = state_field(meta, "layer", str)
-        self.mc_layers_ = state_field(meta, "mc_layers", list[str])
-        self.mc_prefix_once_ = state_field(meta, "mc_prefix_once", bool)
-        self.mc_row_elements_ = state_field(meta, "mc_row_elements", int)
-        self.support_, self.counts_ = tensors["support"], tensors["counts"]
-        self._density_cache = None
-        self.fusion_ = LogisticFusion.from_tensors(tensors, "fusion")
-        self.masks_ = {name: tensors[f"mask.{name}"] for name in self.mc_layers_}

@@ -13,14 +13,13 @@ product.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from tripwire.detectors.feature_detector import FeatureDetector
 from tripwire.detectors.params import PositiveInt
 from tripwire.detectors.registry import register_detector
+from tripwire.detectors.state import learned
 from tripwire.features import Features
 
 _CHUNK = 65_536  # bank rows per matrix product (bounds memory at batch × chunk floats)
@@ -92,6 +91,8 @@ class KNNDetector(FeatureDetector):
     bank_size: PositiveInt | None = None
     seed: int = 0
 
+    bank_: torch.Tensor = learned()
+
     def _check_params(self) -> None:
         if self.bank_size is not None and self.bank_size < self.k:
             raise ValueError(f"bank_size must be None or ≥ k = {self.k}, got {self.bank_size}")
@@ -105,12 +106,6 @@ class KNNDetector(FeatureDetector):
         h = self._penultimate(features, self.bank_.shape[1])
         z = nn.functional.normalize(h.double(), dim=1)
         return kth_neighbour_distance(z, self.bank_.to(z.device), self.k)
-
-    def _state_tensors(self) -> dict[str, torch.Tensor]:
-        return {"bank": self.bank_}
-
-    def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.bank_ = tensors["bank"]
 
     def _check_state(self) -> None:
         check_bank(self.bank_, self.k)

@@ -22,7 +22,7 @@ at its last call only; name the layers explicitly for such models.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
@@ -32,9 +32,9 @@ from tripwire.batching import in_batches
 from tripwire.data.base import ImageSet
 from tripwire.detectors._baselines import LogisticFusion
 from tripwire.detectors.base import Detector
-from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.params import Names, PositiveInt
 from tripwire.detectors.registry import register_detector
+from tripwire.detectors.state import learned
 from tripwire.features import LayerTap, extract_features, is_activation, list_layers, model_device
 
 LOGITS = "logits"
@@ -95,6 +95,10 @@ class LIDDetector(Detector):
     max_fusion: PositiveInt = 5000
     seed: int = 0
 
+    layers_: list[str] = learned()
+    reference_: list[torch.Tensor] = learned()
+    fusion_: LogisticFusion = learned()
+
     def _check_params(self) -> None:
         if self.reference_size <= self.k:
             raise ValueError(f"reference_size ({self.reference_size}) must exceed k ({self.k})")
@@ -140,15 +144,3 @@ class LIDDetector(Detector):
     def _score_batch(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lids, pred = self.layer_lids(model, x)
         return self.fusion_.score(lids), pred
-
-    def _state_tensors(self) -> dict[str, torch.Tensor]:
-        refs = {f"reference.{i}": r for i, r in enumerate(self.reference_)}
-        return {**refs, **self.fusion_.tensors("fusion")}
-
-    def _state_meta(self) -> dict[str, Any]:
-        return {"layers": self.layers_}
-
-    def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.layers_ = state_field(meta, "layers", list[str])
-        self.reference_ = [tensors[f"reference.{i}"] for i in range(len(self.layers_))]
-        self.fusion_ = LogisticFusion.from_tensors(tensors, "fusion")

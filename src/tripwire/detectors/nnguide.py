@@ -15,8 +15,6 @@ barely larger than k, so it is not the default here.)
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -24,6 +22,7 @@ from tripwire.detectors.feature_detector import FeatureDetector
 from tripwire.detectors.knn import bank_rows, check_bank, largest_dot_products
 from tripwire.detectors.params import PositiveInt
 from tripwire.detectors.registry import register_detector
+from tripwire.detectors.state import learned
 from tripwire.features import Features
 
 
@@ -54,6 +53,8 @@ class NNGuideDetector(FeatureDetector):
     bank_size: PositiveInt | None = None
     seed: int = 0
 
+    bank_: torch.Tensor = learned()
+
     def _check_params(self) -> None:
         if self.bank_size is not None and self.bank_size < self.k:
             raise ValueError(f"bank_size must be None or ≥ k = {self.k}, got {self.bank_size}")
@@ -68,12 +69,6 @@ class NNGuideDetector(FeatureDetector):
         z = nn.functional.normalize(h.double(), dim=1)
         guidance = largest_dot_products(z, self.bank_.to(z.device), self.k)[0].mean(dim=1)
         return -torch.logsumexp(features.logits.double(), dim=1) * guidance
-
-    def _state_tensors(self) -> dict[str, torch.Tensor]:
-        return {"bank": self.bank_}
-
-    def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.bank_ = tensors["bank"]
 
     def _check_state(self) -> None:
         check_bank(self.bank_, self.k)

@@ -22,7 +22,7 @@ original code divided the gradient by the normalisation std instead.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
@@ -32,10 +32,10 @@ from tripwire.batching import in_batches
 from tripwire.data.base import ImageSet
 from tripwire.detectors._baselines import EPSILON_GRID, choose_epsilon, validation_sets
 from tripwire.detectors.base import Detector
-from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.msp import max_softmax
 from tripwire.detectors.params import Grid, NonNegative, Positive
 from tripwire.detectors.registry import register_detector
+from tripwire.detectors.state import learned
 from tripwire.features import model_device
 
 Selection = Literal["validation", "id-only"]
@@ -104,6 +104,9 @@ class ODINDetector(Detector):
     validation_size: Annotated[int, Field(ge=2)] = 1000
     seed: int = 0
 
+    epsilon_: float = learned()
+    criterion_: dict[str, float] = learned()
+
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
         self.criterion_: dict[str, float] = {}
         if self.epsilon is not None:
@@ -132,10 +135,3 @@ class ODINDetector(Detector):
     def fit_summary(self) -> dict[str, str]:
         """The input-step size ε that `fit` chose (``epsilon=None``); {} when it was given."""
         return {"epsilon": f"{self.epsilon_:g}"} if self.epsilon is None else {}
-
-    def _state_meta(self) -> dict[str, Any]:
-        return {"epsilon": self.epsilon_, "criterion": self.criterion_}
-
-    def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.epsilon_ = state_field(meta, "epsilon", float)
-        self.criterion_ = state_field(meta, "criterion", dict[str, float])

@@ -12,14 +12,12 @@ the detector's fit images, i.e. ID training images, as in the paper.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
-from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.registry import register_detector
 from tripwire.detectors.shaped_energy import ShapedEnergyDetector
+from tripwire.detectors.state import learned
 
 
 @register_detector
@@ -35,15 +33,10 @@ class ReActDetector(ShapedEnergyDetector):
 
     name = "react"
 
+    clip_: float = learned()
+
     def _fit_shape(self, h: torch.Tensor) -> None:
         self.clip_ = float(np.percentile(h.numpy(), self.percentile))
 
     def shape(self, h: torch.Tensor) -> torch.Tensor:
         return h.clamp(max=self.clip_)
-
-    def _state_meta(self) -> dict[str, Any]:
-        return {"clip": self.clip_}
-
-    def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        super()._set_state(tensors, meta)
-        self.clip_ = state_field(meta, "clip", float)

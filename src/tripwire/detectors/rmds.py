@@ -15,8 +15,6 @@ labels (their predicted classes for unlabelled images).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from torch import nn
@@ -24,6 +22,7 @@ from torch import nn
 from tripwire.detectors.feature_detector import FeatureDetector
 from tripwire.detectors.mahalanobis import ESTIMATORS, Shrinkage
 from tripwire.detectors.registry import register_detector
+from tripwire.detectors.state import learned
 from tripwire.errors import InvalidInputError
 from tripwire.features import Features
 
@@ -70,6 +69,12 @@ class RMDSDetector(FeatureDetector):
 
     shrinkage: Shrinkage = "none"
 
+    means_: torch.Tensor = learned()
+    precision_: torch.Tensor = learned()
+    present_: torch.Tensor = learned()
+    background_mean_: torch.Tensor = learned()
+    background_precision_: torch.Tensor = learned()
+
     def _fit_features(self, model: nn.Module, features: Features) -> None:
         z, labels = features.penultimate, features.classes()
         assert z is not None
@@ -91,21 +96,6 @@ class RMDSDetector(FeatureDetector):
         per_class = per_class.masked_fill(~self.present_.to(z.device), float("inf"))
         background = squared_distances(z, self.background_mean_[None], self.background_precision_)
         return (per_class - background).amin(dim=1)
-
-    def _state_tensors(self) -> dict[str, torch.Tensor]:
-        return {
-            "means": self.means_,
-            "precision": self.precision_,
-            "present": self.present_,
-            "background_mean": self.background_mean_,
-            "background_precision": self.background_precision_,
-        }
-
-    def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.means_, self.precision_ = tensors["means"], tensors["precision"]
-        self.present_ = tensors["present"]
-        self.background_mean_ = tensors["background_mean"]
-        self.background_precision_ = tensors["background_precision"]
 
     def _check_state(self) -> None:
         k, d = self.means_.shape

@@ -11,7 +11,6 @@ The head's W and b are kept in the detector's state, so it scores features witho
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any
 
 import torch
 from torch import nn
@@ -19,6 +18,7 @@ from torch import nn
 from tripwire.detectors.energy import energy
 from tripwire.detectors.feature_detector import FeatureDetector
 from tripwire.detectors.params import Percentile
+from tripwire.detectors.state import learned
 from tripwire.features import Features
 from tripwire.head import check_head_state, head_weights
 
@@ -31,6 +31,9 @@ class ShapedEnergyDetector(FeatureDetector):
     uses_penultimate = True
 
     percentile: Percentile = 90.0
+
+    head_weight_: torch.Tensor = learned()
+    head_bias_: torch.Tensor = learned()
 
     def _fit_features(self, model: nn.Module, features: Features) -> None:
         self.head_weight_, self.head_bias_ = head_weights(model)
@@ -48,12 +51,6 @@ class ShapedEnergyDetector(FeatureDetector):
         h = self._penultimate(features, self.head_weight_.shape[1])
         w, b = self.head_weight_.to(h.device), self.head_bias_.to(h.device)
         return energy(self.shape(h.double()) @ w.T + b)
-
-    def _state_tensors(self) -> dict[str, torch.Tensor]:
-        return {"head_weight": self.head_weight_, "head_bias": self.head_bias_}
-
-    def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.head_weight_, self.head_bias_ = tensors["head_weight"], tensors["head_bias"]
 
     def _check_state(self) -> None:
         check_head_state(self.head_weight_, self.head_bias_, self.num_classes_)
