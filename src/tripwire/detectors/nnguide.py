@@ -18,11 +18,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tripwire.detectors.feature_detector import FeatureDetector
-from tripwire.detectors.knn import bank_rows, check_bank, largest_dot_products
+from tripwire.detectors.feature_bank import FeatureBankDetector, largest_dot_products
 from tripwire.detectors.params import PositiveInt
 from tripwire.detectors.registry import register_detector
-from tripwire.detectors.state import learned
 from tripwire.features import Features
 
 
@@ -33,7 +31,7 @@ def confidence_bank(h: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 
 
 @register_detector
-class NNGuideDetector(FeatureDetector):
+class NNGuideDetector(FeatureBankDetector):
     """Confidence times its agreement with the nearest confidence-scaled ID features
     (Park et al. 2023), negated.
 
@@ -47,21 +45,12 @@ class NNGuideDetector(FeatureDetector):
     """
 
     name = "nnguide"
-    uses_penultimate = True
 
     k: PositiveInt = 10
-    bank_size: PositiveInt | None = None
-    seed: int = 0
-
-    bank_: torch.Tensor = learned()
-
-    def _check_params(self) -> None:
-        if self.bank_size is not None and self.bank_size < self.k:
-            raise ValueError(f"bank_size must be None or ≥ k = {self.k}, got {self.bank_size}")
 
     def _fit_features(self, model: nn.Module, features: Features) -> None:
         assert features.penultimate is not None
-        rows = bank_rows(len(features), self.bank_size, self.seed, self.k)
+        rows = self.bank_rows_of(features)
         self.bank_ = confidence_bank(features.penultimate[rows], features.logits[rows])
 
     def _score_features(self, features: Features) -> torch.Tensor:
@@ -69,6 +58,3 @@ class NNGuideDetector(FeatureDetector):
         z = nn.functional.normalize(h.double(), dim=1)
         guidance = largest_dot_products(z, self.bank_.to(z.device), self.k)[0].mean(dim=1)
         return -torch.logsumexp(features.logits.double(), dim=1) * guidance
-
-    def _check_state(self) -> None:
-        check_bank(self.bank_, self.k)

@@ -44,6 +44,7 @@ from pydantic import Field
 from torch import nn
 
 from tripwire.data.base import ImageSet
+from tripwire.detectors.feature_bank import check_bank
 from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.gram import GramBounds, gram_layers
 from tripwire.detectors.knn import kth_neighbour_distance
@@ -283,12 +284,8 @@ class UniformPlusDetector(UniformDetector):
             alpha = state_field(meta, "vim_alpha", float)
             self.vim_ = ViMState.restore(tensors, "vim.", alpha)
         if "knn" in self.extras:
-            bank = tensors["knn.bank"]
-            if bank.ndim != 2 or bank.dtype != torch.float64 or len(bank) < KNN_K:
-                raise ValueError(f"knn.bank must be float64 with ≥ {KNN_K} rows")
-            if not bool(torch.isfinite(bank).all()):
-                raise ValueError("knn.bank has non-finite entries")
-            self.knn_bank_ = bank
+            check_bank(tensors["knn.bank"], KNN_K)
+            self.knn_bank_ = tensors["knn.bank"]
         self.gram_layers_ = []
         if "gram" in self.extras:
             self.gram_layers_ = state_field(meta, "gram_layers", list[str])
