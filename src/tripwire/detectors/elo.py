@@ -23,10 +23,9 @@ from torch import nn
 
 from tripwire.data.base import ImageSet
 from tripwire.detectors.base import Detector
-from tripwire.detectors.mdl import candidate_layers, choose_layer
+from tripwire.detectors.mdl import choose_layer_from_sets
 from tripwire.detectors.ocsvm import ClassConditionalOCSVM
 from tripwire.detectors.params import Fraction, Positive
-from tripwire.detectors.proxies import make_proxies
 from tripwire.detectors.registry import register_detector
 from tripwire.detectors.state import learned
 from tripwire.features import LayerTap, Pooling, extract_features
@@ -73,18 +72,12 @@ class ELODetector(Detector):
 
     def _choose(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> str:
         fit_set, held_set = data.split(0.1, seed=self.seed)
-        fit_x = fit_set.take(3000, seed=self.seed).as_float()
-        held_x = held_set.take(1000, seed=self.seed + 1).as_float()
-        if anomalies is not None:
-            validation = {"given": anomalies.take(2000, seed=self.seed).as_float()}
-        else:
-            validation = make_proxies(held_x, seed=self.seed)
-        choice = choose_layer(
+        choice = choose_layer_from_sets(
             model,
-            fit_x,
-            held_x,
-            validation,
-            candidate_layers(model, fit_x, self.pooling),
+            fit_set,
+            held_set,
+            anomalies,
+            seed=self.seed,
             num_classes=self.num_classes_,
             nu=0.1,
             gamma=self.gamma,

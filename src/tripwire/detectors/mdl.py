@@ -21,7 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tripwire.data.base import ImageSet
 from tripwire.detectors.ocsvm import ClassConditionalOCSVM
+from tripwire.detectors.proxies import make_proxies
 from tripwire.features import Pooling, extract_features, layers_that_run
 from tripwire.metrics import auroc
 
@@ -93,3 +95,38 @@ def choose_layer(
     best = max(criterion.values())
     chosen = next(layer for layer in layers if criterion[layer] >= best - TIE)
     return LayerChoice(chosen, criterion, per_set)
+
+
+def choose_layer_from_sets(
+    model: nn.Module,
+    fit_set: ImageSet,
+    held_set: ImageSet,
+    anomalies: ImageSet | None,
+    *,
+    seed: int,
+    num_classes: int,
+    nu: float,
+    gamma: float | str,
+    pooling: Pooling,
+) -> LayerChoice:
+    """`choose_layer` over every candidate layer, on a seeded 3,000 of `fit_set`, 1,000 of the
+    held-out `held_set`, and as validation sets the given `anomalies` (up to 2,000) or, without
+    them, the synthetic proxies made from those held-out images (`tripwire.detectors.proxies`)."""
+    fit_x = fit_set.take(3000, seed=seed).as_float()
+    held_x = held_set.take(1000, seed=seed + 1).as_float()
+    if anomalies is not None:
+        validation = {"given": anomalies.take(2000, seed=seed).as_float()}
+    else:
+        validation = make_proxies(held_x, seed=seed)
+    candidates = candidate_layers(model, fit_x, pooling)
+    return choose_layer(
+        model,
+        fit_x,
+        held_x,
+        validation,
+        candidates,
+        num_classes=num_classes,
+        nu=nu,
+        gamma=gamma,
+        pooling=pooling,
+    )

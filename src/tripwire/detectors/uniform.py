@@ -31,10 +31,9 @@ from typing_extensions import TypedDict  # pydantic needs this one before Python
 from tripwire.data.base import ImageSet
 from tripwire.detectors.base import DataLike, Detector, as_image_set
 from tripwire.detectors.fileformat import state_field
-from tripwire.detectors.mdl import LayerChoice, candidate_layers, choose_layer
+from tripwire.detectors.mdl import LayerChoice, choose_layer_from_sets
 from tripwire.detectors.ocsvm import ClassConditionalOCSVM
 from tripwire.detectors.params import Fraction, NonNegative, OpenFraction, Positive
-from tripwire.detectors.proxies import make_proxies
 from tripwire.detectors.registry import register_detector
 from tripwire.errors import ModelMismatchError
 from tripwire.features import LayerTap, Pooling, extract_features, model_device
@@ -146,18 +145,12 @@ class UniformDetector(Detector):
     def _choose_layer(
         self, model: nn.Module, fit_set: ImageSet, held_set: ImageSet, anomalies: ImageSet | None
     ) -> LayerChoice:
-        fit_x = fit_set.take(3000, seed=self.seed).as_float()
-        held_x = held_set.take(1000, seed=self.seed + 1).as_float()
-        if anomalies is not None:
-            validation = {"given": anomalies.take(2000, seed=self.seed).as_float()}
-        else:
-            validation = make_proxies(held_x, seed=self.seed)
-        return choose_layer(
+        return choose_layer_from_sets(
             model,
-            fit_x,
-            held_x,
-            validation,
-            candidate_layers(model, fit_x, self.pooling),
+            fit_set,
+            held_set,
+            anomalies,
+            seed=self.seed,
             num_classes=self.num_classes_,
             nu=self.nu,
             gamma=self.gamma,
