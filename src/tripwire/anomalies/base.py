@@ -252,6 +252,14 @@ def require_positive(gen: BaseGenerator, *names: str, allow_zero: bool = False) 
             raise InvalidInputError(f"{gen.name}: {n} must be a positive number, got {v!r}")
 
 
+def require_count(gen: BaseGenerator, *names: str, minimum: int = 1) -> None:
+    """Raise InvalidInputError unless every named parameter is an integer ≥ `minimum`."""
+    for n in names:
+        v = gen.params[n]
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise InvalidInputError(f"{gen.name}: {n} must be an integer ≥ {minimum}, got {v!r}")
+
+
 def check_labels(y: torch.Tensor | None, n: int, name: str) -> torch.Tensor:
     """y as int64 of shape (n,), or an InvalidInputError."""
     if y is None:

@@ -11,9 +11,8 @@ import torch
 from torch import nn
 
 from tripwire.anomalies.attack import Attack, iterative_linf
-from tripwire.anomalies.base import require_positive
+from tripwire.anomalies.base import require_count, require_positive
 from tripwire.anomalies.registry import register_generator
-from tripwire.errors import InvalidInputError
 
 
 class _BIM(Attack):
@@ -27,8 +26,7 @@ class _BIM(Attack):
 
     def _validate(self) -> None:
         require_positive(self, "eps", "step")
-        if not isinstance(self.params["steps"], int) or self.params["steps"] < 1:
-            raise InvalidInputError(f"{self.name}: steps must be an integer ≥ 1")
+        require_count(self, "steps")
 
     def _perturb(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, extra: dict[str, torch.Tensor]

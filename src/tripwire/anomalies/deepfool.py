@@ -8,9 +8,8 @@ import torch
 from torch import nn
 
 from tripwire.anomalies.attack import Attack
-from tripwire.anomalies.base import require_positive
+from tripwire.anomalies.base import require_count, require_positive
 from tripwire.anomalies.registry import register_generator
-from tripwire.errors import InvalidInputError
 
 
 @register_generator
@@ -37,9 +36,7 @@ class DeepFool(Attack):
 
     def _validate(self) -> None:
         require_positive(self, "overshoot", allow_zero=True)
-        for k in ("steps", "candidates"):
-            if not isinstance(self.params[k], int) or self.params[k] < 1:
-                raise InvalidInputError(f"{self.name}: {k} must be an integer ≥ 1")
+        require_count(self, "steps", "candidates")
 
     def _perturb(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, extra: dict[str, torch.Tensor]

@@ -15,6 +15,7 @@ from tripwire.anomalies.base import (
     model_device,
     model_guard,
     predict_logits,
+    require_count,
     require_positive,
 )
 from tripwire.anomalies.registry import register_generator
@@ -132,9 +133,7 @@ class FoolingEA(_Fooling):
             v = self.params[k]
             if not isinstance(v, int | float) or not 0 <= v <= 1:
                 raise InvalidInputError(f"{self.name}: {k} must be in [0, 1], got {v!r}")
-        for k in ("population", "generations"):
-            if not isinstance(self.params[k], int) or self.params[k] < 2:
-                raise InvalidInputError(f"{self.name}: {k} must be an integer ≥ 2")
+        require_count(self, "population", "generations", minimum=2)
 
     def _evolve(
         self, model: nn.Module, target: torch.Tensor, shape: tuple[int, ...], gen: torch.Generator
@@ -202,8 +201,7 @@ class FoolingGradient(_Fooling):
     def _validate(self) -> None:
         super()._validate()
         require_positive(self, "step")
-        if not isinstance(self.params["steps"], int) or self.params["steps"] < 1:
-            raise InvalidInputError(f"{self.name}: steps must be an integer ≥ 1")
+        require_count(self, "steps")
 
     def _evolve(
         self, model: nn.Module, target: torch.Tensor, shape: tuple[int, ...], gen: torch.Generator

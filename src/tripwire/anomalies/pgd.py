@@ -9,16 +9,14 @@ import torch
 from torch import nn
 
 from tripwire.anomalies.attack import Attack, iterative_linf, loss_gradient, project_l2
-from tripwire.anomalies.base import require_positive
+from tripwire.anomalies.base import require_count, require_positive
 from tripwire.anomalies.registry import register_generator
-from tripwire.errors import InvalidInputError
 
 
 class _PGD(Attack):
     def _validate(self) -> None:
         require_positive(self, "eps", "step")
-        if not isinstance(self.params["steps"], int) or self.params["steps"] < 1:
-            raise InvalidInputError(f"{self.name}: steps must be an integer ≥ 1")
+        require_count(self, "steps")
 
 
 @register_generator
