@@ -5,8 +5,11 @@ the model never trained on), for one fitted detector — a paired comparison.
 For each zoo model, seed and detector: fit on `--fit` seeded training images; calibrate (target
 TPR 0.95, so 5 % flagged) once on `--calibration` other training images and once on as many
 images of the validation half; score `--test` images of the evaluation half with each set of
-thresholds. One JSON line per (model, seed, detector) is appended to `--out`; lines already
-there are skipped, so an interrupted run resumes.
+thresholds. With `--swap-halves`, the pair is instead: thresholds on the validation half, flags
+counted on the evaluation half (the suites' protocol), and thresholds on the evaluation half,
+flags counted on the validation half — whether a flagged share off 5 % follows the fixed cut of
+the test split or the detector. One JSON line per (model, seed, detector) is appended to `--out`;
+lines already there are skipped, so an interrupted run resumes.
 
 Usage:
     TRIPWIRE_DATA=../shared/data .venv/bin/python research/measure_false_alarms.py \\
@@ -39,6 +42,7 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=5_000)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--swap-halves", action="store_true")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -52,6 +56,8 @@ def main() -> None:
     train = load_source(source, "train")
     validation = load_source(source, "validation")
     evaluation = load_source(source, "evaluation").take(args.test, seed=0)
+    if args.swap_halves and args.test != args.calibration:
+        parser.error("--swap-halves compares halves of equal size: --test = --calibration")
     for seed in args.seeds:
         fit_part, seen = train.take(args.fit + args.calibration, seed=seed).split(
             args.calibration / (args.fit + args.calibration), seed=seed
@@ -65,9 +71,12 @@ def main() -> None:
             det = create_detector(name, **params).fit(model, fit_part)
             fit_seconds = time.perf_counter() - start
             row = {"model": args.model, "seed": seed, "detector": name, "n_test": len(evaluation)}
-            for label, calibration in (("training", seen), ("validation", unseen)):
+            pairs = [("training", seen, evaluation), ("validation", unseen, evaluation)]
+            if args.swap_halves:
+                pairs = [("validation", unseen, evaluation), ("evaluation", evaluation, unseen)]
+            for label, calibration, test in pairs:
                 det.calibrate(model, calibration)
-                flagged = det.predict(model, evaluation).double().mean().item()
+                flagged = det.predict(model, test).double().mean().item()
                 row[f"flagged_calibrated_on_{label}"] = round(flagged, 5)
             row["fit_seconds"] = round(fit_seconds, 1)
             row["seconds"] = round(time.perf_counter() - start, 1)

@@ -67,3 +67,12 @@ def test_a_value_that_breaks_its_declaration_is_refused() -> None:
         restore(Holder(), tensors, {**meta, "clip": "1.5"})
     with pytest.raises(KeyError):
         restore(Holder(), {k: v for k, v in tensors.items() if k != "bank"}, meta)
+
+
+def test_an_optional_stored_object_round_trips_when_present() -> None:
+    h = _filled()
+    h.maybe_fusion_ = LogisticFusion(torch.ones(2), torch.ones(2), torch.rand(2), torch.rand(1))
+    back = Holder()
+    restore(back, tensors_of(h), meta_of(h))
+    assert back.maybe_fusion_ is not None
+    assert torch.equal(back.maybe_fusion_.coef, h.maybe_fusion_.coef)

@@ -42,9 +42,9 @@ from tripwire.detectors._baselines import (
     validation_sets,
 )
 from tripwire.detectors.base import Detector
-from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.params import Grid, Names, NonNegative, PositiveInt
 from tripwire.detectors.registry import register_detector
+from tripwire.detectors.state import learned
 from tripwire.errors import InvalidInputError
 from tripwire.features import LayerTap, Pooling, extract_features, model_device
 
@@ -126,6 +126,15 @@ class MahalanobisDetector(Detector):
     validation_size: PositiveInt = 1000
     seed: int = 0
 
+    layers_: list[str] = learned()
+    combine_: str = learned()
+    epsilon_: float = learned()
+    criterion_: dict[str, float] = learned()
+    present_: torch.Tensor = learned()
+    layer_mean_: torch.Tensor = learned()
+    layer_std_: torch.Tensor = learned()
+    fusion_: LogisticFusion | None = learned()
+
     def reads_layers(self) -> bool:
         return any(layer != LOGITS for layer in self.layers)
 
@@ -154,7 +163,7 @@ class MahalanobisDetector(Detector):
         self.combine_ = "single" if len(self.layers_) == 1 else combine
         self.layer_mean_ = torch.zeros(len(self.layers_), dtype=torch.float64)
         self.layer_std_ = torch.ones(len(self.layers_), dtype=torch.float64)
-        self.fusion_: LogisticFusion | None = None
+        self.fusion_ = None
         self.criterion_: dict[str, float] = {}
         self.epsilon_ = 0.0 if self.epsilon == "auto" else float(self.epsilon)
         if self.combine_ == "single" and self.epsilon != "auto":
@@ -227,41 +236,19 @@ class MahalanobisDetector(Detector):
         s, pred = self.layer_scores(model, x)
         return self._combine_scores(s), pred
 
-    # ------------------------------------------------------------------------------ state
-    def _state_tensors(self) -> dict[str, torch.Tensor]:
-        out = {
-            "present": self.present_,
-            "layer_mean": self.layer_mean_,
-            "layer_std": self.layer_std_,
-        }
-        for i in range(len(self.layers_)):
-            out[f"l{i}.means"] = self.means_[i]
-            out[f"l{i}.chol"] = self.chol_[i]
-        if self.fusion_ is not None:
-            out.update(self.fusion_.tensors("fusion"))
-        return out
-
-    def _state_meta(self) -> dict[str, Any]:
-        return {
-            "layers": self.layers_,
-            "combine": self.combine_,
-            "epsilon": self.epsilon_,
-            "criterion": self.criterion_,
-        }
-
     def fit_summary(self) -> dict[str, str]:
         """The input-step size ε that `fit` chose (``epsilon="auto"``); {} when it was given."""
         return {"epsilon": f"{self.epsilon_:g}"} if self.epsilon == "auto" else {}
 
+    # ------------------------------------------------------------------------------ state
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        out = super()._state_tensors()
+        for i in range(len(self.layers_)):
+            out[f"l{i}.means"] = self.means_[i]
+            out[f"l{i}.chol"] = self.chol_[i]
+        return out
+
     def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.layers_ = state_field(meta, "layers", list[str])
-        self.combine_ = state_field(meta, "combine", str)
-        self.epsilon_ = state_field(meta, "epsilon", float)
-        self.criterion_ = state_field(meta, "criterion", dict[str, float])
-        self.present_ = tensors["present"]
-        self.layer_mean_, self.layer_std_ = tensors["layer_mean"], tensors["layer_std"]
+        super()._set_state(tensors, meta)
         self.means_ = [tensors[f"l{i}.means"] for i in range(len(self.layers_))]
         self.chol_ = [tensors[f"l{i}.chol"] for i in range(len(self.layers_))]
-        self.fusion_ = (
-            LogisticFusion.from_tensors(tensors, "fusion") if "fusion.coef" in tensors else None
-        )
