@@ -152,10 +152,6 @@ class Detector(ABC):
     and restore.
     """
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        dataclass(kw_only=True, eq=False, repr=False)(cls)
-
     name: ClassVar[str]
     needs_anomalies: ClassVar[bool] = False
     needs_gradients: ClassVar[bool] = False
@@ -164,6 +160,10 @@ class Detector(ABC):
 
     # hyper-parameters that `get_params` and a saved detector leave out (e.g. a secret key)
     secret_params: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclass(kw_only=True, eq=False, repr=False)(cls)
 
     def reads_layers(self) -> bool:
         """Whether the detector hooks the model's layers (True) or reads its logits only."""
@@ -256,9 +256,9 @@ class Detector(ABC):
         return None
 
     def _validate_params(self) -> None:
-        """Check the hyper-parameters against the hints of ``__init__`` (types, ranges and
-        choices: `tripwire.detectors.params`), strictly, then `_check_params`. Called by `fit`
-        and `load`.
+        """Check the hyper-parameters against their declared types (ranges and choices:
+        `tripwire.detectors.params`), strictly, then `_check_params`. Called at creation
+        (`create_detector`), `fit` and `load`.
 
         Raises:
             ValueError: naming the parameter, what it accepts and what it got.
