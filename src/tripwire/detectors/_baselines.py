@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,15 +81,14 @@ class LogisticFusion:
         z = (features.double() - self.mean.to(dev)) / self.std.to(dev)
         return z @ self.coef.to(dev) + self.intercept.to(dev)
 
-    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
-        """The state as named tensors for safetensors."""
-        names = ("mean", "std", "coef", "intercept")
-        return {f"{prefix}.{n}": getattr(self, n) for n in names}
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The state to store (`tripwire.detectors.state`): tensors by name, no other values."""
+        return {n: getattr(self, n) for n in ("mean", "std", "coef", "intercept")}, {}
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str) -> LogisticFusion:
-        """Inverse of `tensors`."""
-        return cls(*(tensors[f"{prefix}.{n}"] for n in ("mean", "std", "coef", "intercept")))
+    def from_state(cls, tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> LogisticFusion:
+        """Inverse of `state`."""
+        return cls(*(tensors[n] for n in ("mean", "std", "coef", "intercept")))
 
 
 def validation_sets(

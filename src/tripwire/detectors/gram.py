@@ -31,9 +31,9 @@ from torch import nn
 
 from tripwire.data.base import ImageSet
 from tripwire.detectors.base import Detector
-from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.params import Names, OpenFraction, PositiveInt
 from tripwire.detectors.registry import register_detector
+from tripwire.detectors.state import learned
 from tripwire.errors import InvalidInputError, ModelMismatchError
 from tripwire.features import (
     eval_mode,
@@ -204,36 +204,40 @@ class GramBounds:
         deviations = self.deviations(stats, classes)
         return (deviations / self.expected.to(deviations.device)).sum(dim=1)
 
-    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
-        """The tensors to store, named under `prefix`."""
-        out = {f"{prefix}expected": self.expected}
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The state to store (`tripwire.detectors.state`): E[δ] and each layer's bounds."""
+        out = {"expected": self.expected}
         for i, (low, high) in enumerate(zip(self.low, self.high, strict=True)):
-            out[f"{prefix}low.{i}"], out[f"{prefix}high.{i}"] = low, high
-        return out
+            out[f"low.{i}"], out[f"high.{i}"] = low, high
+        return out, {}
 
     @classmethod
-    def restore(
-        cls,
-        tensors: dict[str, torch.Tensor],
-        prefix: str,
-        n_layers: int,
-        num_classes: int,
-        n_orders: int,
-    ) -> GramBounds:
-        """Inverse of `tensors`; ValueError where the parts do not fit."""
-        expected = tensors[f"{prefix}expected"]
-        if expected.shape != (n_layers,) or not bool((expected > 0).all()):
+    def from_state(cls, tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> GramBounds:
+        """Inverse of `state`; ValueError where the parts do not fit one another."""
+        expected = tensors["expected"]
+        n_layers = len(expected)
+        if expected.ndim != 1 or not bool((expected > 0).all()):
             raise ValueError("expected deviations must be positive, one per layer")
-        low = [tensors[f"{prefix}low.{i}"] for i in range(n_layers)]
-        high = [tensors[f"{prefix}high.{i}"] for i in range(n_layers)]
+        low = [tensors[f"low.{i}"] for i in range(n_layers)]
+        high = [tensors[f"high.{i}"] for i in range(n_layers)]
         for lo, hi in zip(low, high, strict=True):
-            if lo.shape != hi.shape or lo.ndim != 3 or lo.shape[:2] != (num_classes, n_orders):
+            if lo.shape != hi.shape or lo.ndim != 3 or lo.shape[:2] != low[0].shape[:2]:
                 raise ValueError(f"bounds of shape {tuple(lo.shape)} do not fit")
             if lo.dtype != torch.float64 or hi.dtype != torch.float64:
                 raise ValueError("bounds must be float64")
             if not bool(torch.isfinite(lo).all() and torch.isfinite(hi).all()):
                 raise ValueError("bounds have non-finite entries")
         return cls(low, high, expected)
+
+    def check_fits(self, n_layers: int, num_classes: int, n_orders: int) -> None:
+        """ValueError unless the bounds are of `n_layers` layers, `num_classes` classes and
+        `n_orders` orders."""
+        shapes = {tuple(lo.shape[:2]) for lo in self.low}
+        if len(self.low) != n_layers or shapes - {(num_classes, n_orders)}:
+            raise ValueError(
+                f"bounds for {len(self.low)} layers of (classes, orders) {sorted(shapes)}; "
+                f"expected {n_layers} layers of ({num_classes}, {n_orders})"
+            )
 
 
 @register_detector
@@ -258,6 +262,9 @@ class GramDetector(Detector):
     orders: Annotated[Sequence[PositiveInt], Field(min_length=1)] | None = None
     holdout_fraction: OpenFraction = 0.1
     seed: int = 0
+
+    layers_: list[str] = learned()
+    bounds_: GramBounds = learned(stored_as="")
 
     def _orders(self) -> list[int]:
         return list(range(1, 11)) if self.orders is None else list(self.orders)
@@ -303,14 +310,5 @@ class GramDetector(Detector):
     def fit_summary(self) -> dict[str, str]:
         return {"layers": f"{len(self.layers_)} layers"}
 
-    def _state_tensors(self) -> dict[str, torch.Tensor]:
-        return self.bounds_.tensors("")
-
-    def _state_meta(self) -> dict[str, Any]:
-        return {"layers": self.layers_}
-
-    def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.layers_ = layers = state_field(meta, "layers", list[str])
-        self.bounds_ = GramBounds.restore(
-            tensors, "", len(layers), self.num_classes_, len(self._orders())
-        )
+    def _check_state(self) -> None:
+        self.bounds_.check_fits(len(self.layers_), self.num_classes_, len(self._orders()))

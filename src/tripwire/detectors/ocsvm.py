@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -210,22 +211,18 @@ class ClassConditionalOCSVM:
             self._derived = {device: cached}
         return cached
 
-    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
-        """The state as named tensors for safetensors."""
-        return {
-            f"{prefix}.mean": self.mean,
-            f"{prefix}.scale": self.scale,
-            f"{prefix}.support": self.support,
-            f"{prefix}.coef": self.coef,
-            f"{prefix}.gamma": self.gamma,
-            f"{prefix}.fitted": self.fitted,
-        }
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The state to store (`tripwire.detectors.state`): tensors by name, no other values."""
+        names = ("mean", "scale", "support", "coef", "gamma", "fitted")
+        return {n: getattr(self, n) for n in names}, {}
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str) -> ClassConditionalOCSVM:
-        """Inverse of `tensors`; ValueError where the tensors do not make a bank of SVMs."""
+    def from_state(
+        cls, tensors: dict[str, torch.Tensor], values: dict[str, Any]
+    ) -> ClassConditionalOCSVM:
+        """Inverse of `state`; ValueError where the tensors do not make a bank of SVMs."""
         names = ("mean", "scale", "support", "coef", "gamma", "fitted")
-        bank = cls(*(tensors[f"{prefix}.{n}"] for n in names))
+        bank = cls(*(tensors[n] for n in names))
         k, d = bank.mean.shape
         s = bank.support.shape[1]
         shapes = {
@@ -239,13 +236,13 @@ class ClassConditionalOCSVM:
         for name, shape in shapes.items():
             t = getattr(bank, name)
             if tuple(t.shape) != shape:
-                raise ValueError(f"{prefix}.{name} has shape {tuple(t.shape)}, expected {shape}")
+                raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {shape}")
             if name == "fitted" and t.dtype != torch.bool:
-                raise ValueError(f"{prefix}.fitted must be bool, got {t.dtype}")
+                raise ValueError(f"fitted must be bool, got {t.dtype}")
             if name != "fitted" and (t.dtype != torch.float32 or not bool(t.isfinite().all())):
-                raise ValueError(f"{prefix}.{name} must be finite float32")
+                raise ValueError(f"{name} must be finite float32")
         if not (bool((bank.scale > 0).all()) and bool((bank.gamma > 0).all())):
-            raise ValueError(f"{prefix}: scales and kernel widths must be positive")
+            raise ValueError("scales and kernel widths must be positive")
         if bool((bank.coef < 0).any()):
-            raise ValueError(f"{prefix}.coef: dual coefficients must be ≥ 0")
+            raise ValueError("coef: dual coefficients must be ≥ 0")
         return bank

@@ -12,13 +12,16 @@ and `save` / `load` store and restore it from that declaration — how is read o
   `learned` may require its dtype and finite entries, checked at load;
 * ``list[torch.Tensor]`` / ``dict[str, torch.Tensor]``: tensors ``key.0, key.1, …`` /
   ``key.name``;
-* a class with ``tensors(prefix)`` and ``from_tensors(tensors, prefix)`` (a bank of SVMs, a
-  logistic fusion, …): its tensors under ``key.``;
+* a stored object — a class with ``state()`` returning (tensors, JSON values) by local names and
+  ``from_state(tensors, values)`` (a bank of SVMs, a logistic fusion, ViM's residual space,
+  Gram bounds): its tensors under ``key.name``, its values under ``key_name`` (with an empty
+  key: under their local names); ``T | None``: absent when None;
 * anything else: a JSON value of ``detector.json``'s ``state``, checked to be of the declared
   type without coercion (`tripwire.detectors.fileformat.state_field`).
 
-The key is the attribute's name without its trailing underscore (``stored_as`` overrides it).
-State that is more than its parts (a flow's weights, a nested detector) keeps hand-written
+The key is the attribute's name without its trailing underscore (``stored_as`` overrides it). A
+field with a default (``learned(default=…)``) keeps it when a file lacks its key. State that is
+more than its parts (a flow's weights, a nested detector) keeps hand-written
 `Detector._state_tensors` / `_set_state`, which extend these.
 """
 
@@ -45,10 +48,26 @@ class Learned:
     kind: Any
     dtype: torch.dtype | None
     finite: bool
+    has_default: bool
+
+    def tensor_key(self, local: str) -> str:
+        """Where a stored object's tensor `local` goes."""
+        return f"{self.key}.{local}" if self.key else local
+
+    def value_key(self, local: str) -> str:
+        """Where a stored object's JSON value `local` goes."""
+        return f"{self.key}_{local}" if self.key else local
+
+
+_NO_DEFAULT: Any = dataclasses.MISSING
 
 
 def learned(
-    *, dtype: torch.dtype | None = None, finite: bool = False, stored_as: str | None = None
+    *,
+    dtype: torch.dtype | None = None,
+    finite: bool = False,
+    stored_as: str | None = None,
+    default: Any = _NO_DEFAULT,
 ) -> Any:
     """Declare a learned attribute (a field that `fit` sets, not a hyper-parameter).
 
@@ -56,9 +75,11 @@ def learned(
         dtype: for tensors: the dtype a loaded tensor must have.
         finite: for tensors: refuse a loaded tensor with NaN or infinite entries.
         stored_as: the key in the saved files (default: the name without its trailing ``_``).
+        default: an immutable value the attribute has before `fit`, and after `load` from a
+            file without its key.
     """
     spec = {"dtype": dtype, "finite": finite, "stored_as": stored_as}
-    return dataclasses.field(init=False, repr=False, metadata={_LEARNED: spec})
+    return dataclasses.field(init=False, repr=False, default=default, metadata={_LEARNED: spec})
 
 
 _DECLARED: dict[type, tuple[Learned, ...]] = {}
@@ -78,7 +99,10 @@ def _declarations(klass: type) -> tuple[Learned, ...]:
         spec = f.metadata.get(_LEARNED)
         if spec is not None:
             key = spec["stored_as"] if spec["stored_as"] is not None else f.name.rstrip("_")
-            out.append(Learned(f.name, key, hints[f.name], spec["dtype"], spec["finite"]))
+            has_default = f.default is not dataclasses.MISSING
+            out.append(
+                Learned(f.name, key, hints[f.name], spec["dtype"], spec["finite"], has_default)
+            )
     return tuple(out)
 
 
@@ -97,7 +121,7 @@ def _is_tensor(kind: Any) -> bool:
 
 
 def _is_stored_object(kind: Any) -> bool:
-    return isinstance(kind, type) and hasattr(kind, "from_tensors") and hasattr(kind, "tensors")
+    return isinstance(kind, type) and hasattr(kind, "from_state") and hasattr(kind, "state")
 
 
 def _is_tensor_list(kind: Any) -> bool:
@@ -130,17 +154,21 @@ def tensors_of(obj: object) -> dict[str, torch.Tensor]:
         elif _is_tensor_dict(kind):
             out |= {f"{item.key}.{k}": t for k, t in value.items()}
         else:
-            out |= value.tensors(item.key)
+            out |= {item.tensor_key(k): t for k, t in value.state()[0].items()}
     return out
 
 
 def meta_of(obj: object) -> dict[str, Any]:
     """The declared learned JSON values of `obj`, by key."""
-    return {
-        item.key: getattr(obj, item.name)
-        for item in declared(type(obj))
-        if not is_tensor_state(item.kind)
-    }
+    out: dict[str, Any] = {}
+    for item in declared(type(obj)):
+        kind, _ = _optional(item.kind)
+        value = getattr(obj, item.name)
+        if not is_tensor_state(kind):
+            out[item.key] = value
+        elif _is_stored_object(kind) and value is not None:
+            out |= {item.value_key(k): v for k, v in value.state()[1].items()}
+    return out
 
 
 def restore(obj: object, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -152,6 +180,8 @@ def restore(obj: object, tensors: dict[str, torch.Tensor], meta: dict[str, Any])
     """
     for item in declared(type(obj)):
         kind, optional = _optional(item.kind)
+        if item.key not in meta and item.has_default and not is_tensor_state(kind):
+            continue
         if not is_tensor_state(kind):
             value: Any = state_field(meta, item.key, item.kind)
         elif _is_tensor(kind):
@@ -165,11 +195,22 @@ def restore(obj: object, tensors: dict[str, torch.Tensor], meta: dict[str, Any])
         elif _is_tensor_dict(kind):
             prefix = f"{item.key}."
             value = {k[len(prefix) :]: t for k, t in tensors.items() if k.startswith(prefix)}
-        elif optional and not any(k.startswith(f"{item.key}.") for k in tensors):
+        elif optional and not any(k.startswith(item.tensor_key("")) for k in tensors):
             value = None
         else:
-            value = kind.from_tensors(tensors, item.key)
+            value = kind.from_state(*_parts(item, tensors, meta))
         setattr(obj, item.name, value)
+
+
+def _parts(
+    item: Learned, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A stored object's tensors and values, by their local names."""
+    t, v = item.tensor_key(""), item.value_key("")
+    return (
+        {k[len(t) :]: x for k, x in tensors.items() if k.startswith(t)},
+        {k[len(v) :]: x for k, x in meta.items() if k.startswith(v)},
+    )
 
 
 def _check_tensor(item: Learned, value: torch.Tensor) -> None:

@@ -35,6 +35,7 @@ from tripwire.detectors.mdl import LayerChoice, choose_layer_from_sets
 from tripwire.detectors.ocsvm import ClassConditionalOCSVM
 from tripwire.detectors.params import Fraction, NonNegative, OpenFraction, Positive
 from tripwire.detectors.registry import register_detector
+from tripwire.detectors.state import learned
 from tripwire.errors import ModelMismatchError
 from tripwire.features import LayerTap, Pooling, extract_features, model_device
 from tripwire.head import PenultimateTap
@@ -81,6 +82,10 @@ class UniformDetector(Detector):
     holdout_fraction: OpenFraction = 0.1
     max_per_class: Annotated[int, Field(ge=5)] | None = 2000
     seed: int = 0
+
+    layer_: str = learned()
+    svm_mdl_: ClassConditionalOCSVM = learned()
+    svm_logit_: ClassConditionalOCSVM = learned()
 
     # ------------------------------------------------------------------------------ fitting
     def _fit(self, model: nn.Module, data: ImageSet, anomalies: ImageSet | None) -> None:
@@ -247,11 +252,7 @@ class UniformDetector(Detector):
 
     # ------------------------------------------------------------------------------ state
     def _state_tensors(self) -> dict[str, torch.Tensor]:
-        return {
-            **self.svm_mdl_.tensors("svm_mdl"),
-            **self.svm_logit_.tensors("svm_logit"),
-            **self._normalisation_tensors(),
-        }
+        return {**super()._state_tensors(), **self._normalisation_tensors()}
 
     def _normalisation_tensors(self) -> dict[str, torch.Tensor]:
         return {"low": self.low_, "high": self.high_}
@@ -261,12 +262,12 @@ class UniformDetector(Detector):
 
     def _state_meta(self) -> dict[str, Any]:
         choice = self.layer_choice_
-        return {
-            "layer": self.layer_,
-            "layer_choice": None
+        stored = (
+            None
             if choice is None
-            else {"layer": choice.layer, "criterion": choice.criterion, "per_set": choice.per_set},
-        }
+            else {"layer": choice.layer, "criterion": choice.criterion, "per_set": choice.per_set}
+        )
+        return {**super()._state_meta(), "layer_choice": stored}
 
     def _check_state(self) -> None:
         k = self.num_classes_
@@ -281,10 +282,8 @@ class UniformDetector(Detector):
                 raise ValueError(f"{name}: expected finite floats of shape ({k}, {width})")
 
     def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.svm_mdl_ = ClassConditionalOCSVM.from_tensors(tensors, "svm_mdl")
-        self.svm_logit_ = ClassConditionalOCSVM.from_tensors(tensors, "svm_logit")
+        super()._set_state(tensors, meta)
         self._set_normalisation(tensors)
-        self.layer_ = state_field(meta, "layer", str)
         c = state_field(meta, "layer_choice", _StoredChoice | None)
         self.layer_choice_ = (
             None if c is None else LayerChoice(c["layer"], c["criterion"], c["per_set"])

@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
@@ -45,10 +45,10 @@ from torch import nn
 
 from tripwire.data.base import ImageSet
 from tripwire.detectors.feature_bank import check_bank
-from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.gram import GramBounds, gram_layers
 from tripwire.detectors.knn import kth_neighbour_distance
 from tripwire.detectors.registry import register_detector
+from tripwire.detectors.state import learned
 from tripwire.detectors.uniform import SvmPooling, UniformDetector
 from tripwire.detectors.vim import ViMState
 from tripwire.errors import InvalidInputError, ModelMismatchError
@@ -134,6 +134,11 @@ class UniformPlusDetector(UniformDetector):
     tail: Annotated[float, Field(gt=0.5, lt=1)] = 0.99
     fusion: Fusion = "sum"
 
+    vim_: ViMState | None = learned(default=None)
+    knn_bank_: torch.Tensor | None = learned(stored_as="knn.bank", default=None)
+    gram_: GramBounds | None = learned(default=None)
+    gram_layers_: Sequence[str] = learned(default=())
+
     def _check_params(self) -> None:
         if len(set(self.extras)) != len(self.extras):
             raise ValueError(f"extras must be distinct, got {self.extras}")
@@ -212,13 +217,16 @@ class UniformPlusDetector(UniformDetector):
                 out.append(EXTRAS[name](logits))
                 continue
             if name == "gram":
+                assert self.gram_ is not None  # fitted or loaded with it (_check_state)
                 gram = self.gram_.score(self._gram_statistics(layers), logits.argmax(dim=1))
                 out.append(gram.to(logits.dtype))
                 continue
             assert penultimate is not None  # raw_scores taps the head when these are asked for
             if name == "vim":
+                assert self.vim_ is not None
                 out.append(self.vim_.score(penultimate, logits).to(logits.dtype))
             else:
+                assert self.knn_bank_ is not None
                 if penultimate.shape[1] != self.knn_bank_.shape[1]:
                     raise ModelMismatchError(
                         f"the model gives {penultimate.shape[1]} penultimate features; the knn "
@@ -260,35 +268,13 @@ class UniformPlusDetector(UniformDetector):
     def _set_normalisation(self, tensors: dict[str, torch.Tensor]) -> None:
         self.center_, self.scale_ = tensors["center"], tensors["scale"]
 
-    def _state_tensors(self) -> dict[str, torch.Tensor]:
-        out = super()._state_tensors()
-        if "vim" in self.extras:
-            out.update(self.vim_.tensors("vim."))
-        if "knn" in self.extras:
-            out["knn.bank"] = self.knn_bank_
-        if "gram" in self.extras:
-            out.update(self.gram_.tensors("gram."))
-        return out
-
-    def _state_meta(self) -> dict[str, Any]:
-        meta = super()._state_meta()
-        if "vim" in self.extras:
-            meta["vim_alpha"] = self.vim_.alpha
-        if "gram" in self.extras:
-            meta["gram_layers"] = self.gram_layers_
-        return meta
-
-    def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        super()._set_state(tensors, meta)
-        if "vim" in self.extras:
-            alpha = state_field(meta, "vim_alpha", float)
-            self.vim_ = ViMState.restore(tensors, "vim.", alpha)
-        if "knn" in self.extras:
-            check_bank(tensors["knn.bank"], KNN_K)
-            self.knn_bank_ = tensors["knn.bank"]
-        self.gram_layers_ = []
-        if "gram" in self.extras:
-            self.gram_layers_ = state_field(meta, "gram_layers", list[str])
-            self.gram_ = GramBounds.restore(
-                tensors, "gram.", len(self.gram_layers_), self.num_classes_, 1
-            )
+    def _check_state(self) -> None:
+        super()._check_state()
+        views = {"vim": self.vim_, "knn": self.knn_bank_, "gram": self.gram_}
+        missing = [e for e in self.extras if e in views and views[e] is None]
+        if missing:
+            raise ValueError(f"the state lacks the fitted views {missing}")
+        if self.knn_bank_ is not None:
+            check_bank(self.knn_bank_, KNN_K)
+        if self.gram_ is not None:
+            self.gram_.check_fits(len(self.gram_layers_), self.num_classes_, 1)

@@ -28,6 +28,7 @@ from tripwire.detectors.feature_detector import FeatureDetector
 from tripwire.detectors.fileformat import state_field
 from tripwire.detectors.params import PositiveInt
 from tripwire.detectors.registry import register_detector
+from tripwire.detectors.state import learned
 from tripwire.errors import InvalidInputError, ModelMismatchError
 from tripwire.features import Features
 from tripwire.head import head_weights
@@ -85,14 +86,15 @@ class ViMState:
         virtual = self.alpha * (centred @ self.residual.to(h.device)).norm(dim=1)
         return virtual - torch.logsumexp(logits.double(), dim=1)
 
-    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
-        """The tensors to store, named under `prefix`."""
-        return {f"{prefix}origin": self.origin, f"{prefix}residual": self.residual}
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The state to store (`tripwire.detectors.state`): o and P, and α."""
+        return {"origin": self.origin, "residual": self.residual}, {"alpha": self.alpha}
 
     @classmethod
-    def restore(cls, tensors: dict[str, torch.Tensor], prefix: str, alpha: float) -> ViMState:
-        """Inverse of `tensors` (+ the stored α); ValueError where the parts do not fit."""
-        origin, residual = tensors[f"{prefix}origin"], tensors[f"{prefix}residual"]
+    def from_state(cls, tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> ViMState:
+        """Inverse of `state`; ValueError where the parts do not fit."""
+        origin, residual = tensors["origin"], tensors["residual"]
+        alpha = state_field(values, "alpha", float)
         width = len(origin)
         if origin.ndim != 1 or residual.ndim != 2 or residual.shape[0] != width:
             raise ValueError(
@@ -123,6 +125,8 @@ class ViMDetector(FeatureDetector):
 
     dim: PositiveInt | None = None
 
+    vim_: ViMState = learned(stored_as="")
+
     def _fit_features(self, model: nn.Module, features: Features) -> None:
         assert features.penultimate is not None
         head = head_weights(model)
@@ -131,12 +135,3 @@ class ViMDetector(FeatureDetector):
     def _score_features(self, features: Features) -> torch.Tensor:
         assert features.penultimate is not None
         return self.vim_.score(features.penultimate, features.logits)
-
-    def _state_tensors(self) -> dict[str, torch.Tensor]:
-        return self.vim_.tensors("")
-
-    def _state_meta(self) -> dict[str, Any]:
-        return {"alpha": self.vim_.alpha}
-
-    def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.vim_ = ViMState.restore(tensors, "", state_field(meta, "alpha", float))
