@@ -196,6 +196,31 @@ def test_version_and_detectors_list() -> None:
     assert f"{DEFAULT_DETECTOR} (default)" in listed
 
 
+@pytest.mark.parametrize("name", list_detectors())
+def test_detectors_show_lists_every_parameter_with_what_it_accepts(name: str) -> None:
+    shown = runner.invoke(app, ["detectors", "show", name], env={"COLUMNS": "400"})
+    assert shown.exit_code == 0, shown.output
+    for param in get_detector_class(name).param_names():
+        row = next((line for line in shown.output.splitlines() if f"│ {param} " in line), None)
+        assert row is not None, f"{name}: no row for {param}"
+        assert row.split("│")[3].strip(), f"{name}: nothing said of what {param} accepts"
+
+
+def test_what_a_parameter_accepts_is_said_in_words() -> None:
+    from tripwire.cli.detectors import describe
+    from tripwire.detectors.fileformat import params_schema
+
+    props = params_schema(get_detector_class("uniform-fusion")).model_json_schema()["properties"]
+    assert describe(props["nu"]) == "number in (0, 1]"
+    assert describe(props["gamma"]) == "number > 0 or 'scale'"
+    assert describe(props["max_per_class"]) == "integer ≥ 5 or None"
+    assert describe(props["fusion"]) == "one of 'sum+', 'sum', 'lse', 'max'"
+    props = params_schema(get_detector_class("daain")).model_json_schema()["properties"]
+    assert describe(props["resolution"]) == "list of integer ≥ 1 (2 of them) or None"
+    unknown = runner.invoke(app, ["detectors", "show", "nope"])
+    assert unknown.exit_code != 0 and "knn" in unknown.output + str(unknown.exception)
+
+
 def test_a_parameter_the_detector_lacks_is_a_typed_error_listing_its_parameters(
     tmp_path: Path,
 ) -> None:
