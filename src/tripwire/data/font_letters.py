@@ -12,6 +12,7 @@ from the centre. Same seed → the same images, bit for bit.
 from __future__ import annotations
 
 import string
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
@@ -142,14 +143,11 @@ FONT_LETTERS = register_source(
     )
 )
 FONT_LETTERS_KZ = register_source(
-    Source(
+    replace(
+        FONT_LETTERS,
         name="font-letters-kz",
         description="letters K–Z rendered from fonts, 28×28 white on black (Outlier Exposure set)",
-        origin=_ORIGIN,
-        splits=tuple(SPLIT_SEEDS),
-        image_shape=(1, 28, 28),
         loader=_loader(LETTERS_KZ, "font-letters-kz"),
-        needs_files=False,
         sizes={s: len(LETTERS_KZ) * PER_LETTER for s in SPLIT_SEEDS},
     )
 )

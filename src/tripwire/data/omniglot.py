@@ -18,6 +18,7 @@ the character index: the (alphabet, character) folders of the zip in sorted orde
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -99,20 +100,16 @@ OMNIGLOT = register_source(
         splits=tuple(ZIPS),
         image_shape=(1, 28, 28),
         loader=_loader(inverted=False),
-        sizes=dict(_SIZES),
+        sizes=_SIZES,
         files=_FILES,
     )
 )
 OMNIGLOT_INVERTED = register_source(
-    Source(
+    replace(
+        OMNIGLOT,
         name="omniglot-inverted",
         description="Omniglot characters inverted to MNIST's white on black, 28×28 "
         "(near-OOD for MNIST)",
-        origin=_ORIGIN,
-        splits=tuple(ZIPS),
-        image_shape=(1, 28, 28),
         loader=_loader(inverted=True),
-        sizes=dict(_SIZES),
-        files=_FILES,
     )
 )

@@ -11,6 +11,7 @@ replication. Same seed → the same images, bit for bit.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
@@ -125,15 +126,12 @@ PHOTO_CROPS = register_source(
     )
 )
 PHOTO_CROPS_RGB = register_source(
-    Source(
+    replace(
+        PHOTO_CROPS,
         name="photo-crops-rgb",
         description="crops of scikit-image's photographs, 32×32 RGB (natural-image anomalies "
         "for CIFAR-10)",
-        origin=_ORIGIN,
-        splits=tuple(SPLIT_SEEDS),
         image_shape=(3, 32, 32),
         loader=_loader(32, 3, "photo-crops-rgb"),
-        needs_files=False,
-        sizes=dict.fromkeys(SPLIT_SEEDS, N_PER_SPLIT),
     )
 )

@@ -15,6 +15,7 @@ released folders can load them with `tripwire.data.load_image_folder`.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -109,15 +110,11 @@ TINY_RESIZE = register_source(
     )
 )
 TINY_CROP = register_source(
-    Source(
+    replace(
+        TINY_RESIZE,
         name="tinyimagenet-crop",
         description="seeded random 32×32 crops of the Tiny ImageNet test images, rebuild of "
         "ODIN's TinyImageNet (crop) (OOD for CIFAR-10)",
-        origin=_ORIGIN,
-        splits=("test",),
-        image_shape=(3, SIZE, SIZE),
         loader=_load_crop,
-        sizes={"test": 10_000},
-        files=_FILES,
     )
 )
