@@ -8,7 +8,8 @@ the batch size and no global random state is touched).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -116,6 +117,9 @@ def loss_gradient(
     return grad, logits.detach()
 
 
+Projection = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
 def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """Clip x_adv into the L∞ ball of radius eps around x, then into [0, 1]."""
     return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
@@ -129,22 +133,39 @@ def project_l2(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor
     return (x + d * scale).clamp_(0.0, 1.0)
 
 
-def iterative_linf(
+def l2_direction(grad: torch.Tensor) -> torch.Tensor:
+    """g / ‖g‖₂ per input (the L2 steepest-ascent direction)."""
+    norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return grad / norm.view(-1, *[1] * (grad.ndim - 1))
+
+
+Norm = Literal["linf", "l2"]
+# per threat model: the steepest-ascent direction of a gradient and the projection on the ε-ball
+STEEPEST: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], Projection]] = {
+    "linf": (torch.sign, project_linf),
+    "l2": (l2_direction, project_l2),
+}
+
+
+def iterative_ascent(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     start: torch.Tensor,
     *,
+    norm: Norm,
     eps: float,
     step: float,
     steps: int,
     early_stop: bool,
 ) -> torch.Tensor:
-    """Iterated signed-gradient ascent on the cross-entropy, projected on the L∞ ε-ball.
+    """Iterated steepest ascent on the cross-entropy, projected on the ε-ball of `norm` around x.
 
-    x_{t+1} = clip_{x,ε}(x_t + α · sign(∇ₓ CE(f(x_t), y))). With `early_stop`, an input is frozen
-    as soon as it is misclassified (BIM-a); otherwise every input takes all `steps` (BIM-b, PGD).
+    x_{t+1} = Π_{x,ε}(x_t + α · d(∇ₓ CE(f(x_t), y))), d = sign (L∞) or g/‖g‖₂ (L2). With
+    `early_stop`, an input is frozen as soon as it is misclassified (BIM-a); otherwise every
+    input takes all `steps` (BIM-b, PGD).
     """
+    direction, project = STEEPEST[norm]
     x_adv = start.clone()
     active = torch.ones(len(x), dtype=torch.bool, device=x.device)
     for _ in range(steps):
@@ -156,5 +177,5 @@ def iterative_linf(
             still = logits.argmax(1) == y[ia]
             active[ia[~still]] = False
             ia, grad = ia[still], grad[still]
-        x_adv[ia] = project_linf(x_adv[ia] + step * grad.sign(), x[ia], eps)
+        x_adv[ia] = project(x_adv[ia] + step * direction(grad), x[ia], eps)
     return x_adv

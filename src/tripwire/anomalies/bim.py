@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from tripwire.anomalies.attack import Attack, iterative_linf
+from tripwire.anomalies.attack import Attack, iterative_ascent
 from tripwire.anomalies.base import require_count, require_positive
 from tripwire.anomalies.registry import register_generator
 
@@ -19,9 +19,10 @@ class _BIM(Attack):
     """x_{t+1} = clip_{x,ε}(x_t + α · sign(∇ₓ CE(f(x_t), y))), x_0 = x.
 
     Written here (not torchattacks' BIM): torchattacks has no per-input early stop, which BIM-a
-    needs; the loop is a few lines of torch, shared with PGD-L∞.
+    needs; the loop is a few lines of torch, shared with PGD.
     """
 
+    defaults: ClassVar[dict[str, Any]] = {"eps": 0.3, "step": 0.01, "steps": 50}
     early_stop = False
 
     def _validate(self) -> None:
@@ -32,11 +33,12 @@ class _BIM(Attack):
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, extra: dict[str, torch.Tensor]
     ) -> torch.Tensor:
         p = self.params
-        return iterative_linf(
+        return iterative_ascent(
             model,
             x,
             y,
             x,
+            norm="linf",
             eps=p["eps"],
             step=p["step"],
             steps=p["steps"],
@@ -56,7 +58,6 @@ class BIMA(_BIM):
 
     name = "bim-a"
     description = "Basic iterative method, stop per input at first misclassification"
-    defaults: ClassVar[dict[str, Any]] = {"eps": 0.3, "step": 0.01, "steps": 50}
     early_stop = True
 
 
@@ -71,5 +72,3 @@ class BIMB(_BIM):
 
     name = "bim-b"
     description = "Basic iterative method, fixed number of steps past the boundary"
-    defaults: ClassVar[dict[str, Any]] = {"eps": 0.3, "step": 0.01, "steps": 50}
-    early_stop = False

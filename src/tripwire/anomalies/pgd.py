@@ -8,15 +8,36 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from tripwire.anomalies.attack import Attack, iterative_linf, loss_gradient, project_l2
+from tripwire.anomalies.attack import STEEPEST, Attack, Norm, iterative_ascent
 from tripwire.anomalies.base import require_count, require_positive
 from tripwire.anomalies.registry import register_generator
 
 
 class _PGD(Attack):
+    """Steepest ascent in the ε-ball of `norm` from a seeded random start (`_draw`)."""
+
+    norm: ClassVar[Norm]
+
     def _validate(self) -> None:
         require_positive(self, "eps", "step")
         require_count(self, "steps")
+
+    def _perturb(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, extra: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        p = self.params
+        _, project = STEEPEST[self.norm]
+        return iterative_ascent(
+            model,
+            x,
+            y,
+            project(x + extra["start"], x, p["eps"]),
+            norm=self.norm,
+            eps=p["eps"],
+            step=p["step"],
+            steps=p["steps"],
+            early_stop=False,
+        )
 
 
 @register_generator
@@ -33,6 +54,7 @@ class PGDLinf(_PGD):
     """
 
     name = "pgd-linf"
+    norm = "linf"
     description = "Projected gradient descent in the L∞ ball, random start (Madry et al. 2018)"
     defaults: ClassVar[dict[str, Any]] = {
         "eps": 0.3,
@@ -47,16 +69,6 @@ class PGDLinf(_PGD):
         eps = self.params["eps"]
         noise = (torch.rand(x.shape, generator=gen) * 2 - 1) * eps
         return {"start": noise if self.params["random_start"] else torch.zeros_like(x)}
-
-    def _perturb(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, extra: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
-        start = extra["start"]
-        p = self.params
-        x0 = (x + start).clamp(0.0, 1.0)
-        return iterative_linf(
-            model, x, y, x0, eps=p["eps"], step=p["step"], steps=p["steps"], early_stop=False
-        )
 
 
 @register_generator
@@ -73,6 +85,7 @@ class PGDL2(_PGD):
     """
 
     name = "pgd-l2"
+    norm = "l2"
     description = "Projected gradient descent in the L2 ball, random start (Madry et al. 2018)"
     defaults: ClassVar[dict[str, Any]] = {
         "eps": 3.0,
@@ -90,15 +103,3 @@ class PGDL2(_PGD):
         d = d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
         r = torch.rand(len(x), generator=gen).view(-1, 1, 1, 1)
         return {"start": d * r * self.params["eps"]}
-
-    def _perturb(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, extra: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
-        start = extra["start"]
-        p = self.params
-        x_adv = project_l2(x + start, x, p["eps"])
-        for _ in range(p["steps"]):
-            grad, _ = loss_gradient(model, x_adv, y)
-            g = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.ndim - 1))
-            x_adv = project_l2(x_adv + p["step"] * g, x, p["eps"])
-        return x_adv
