@@ -18,6 +18,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -235,44 +236,37 @@ register_recipe(
         calibration_holdout=0.2,
     )
 )
+# The CIFAR-10 models share one training recipe; they differ in architecture and peak lr.
+_cifar10_recipe = partial(
+    Recipe,
+    source="cifar10",
+    input_shape=(3, 32, 32),
+    num_classes=10,
+    epochs=40,
+    batch_size=128,
+    augment_shift=4,
+    augment_flip=True,
+    weight_decay=5e-4,
+    optimizer="sgd",
+    mixed_precision=True,
+    half_precision=True,
+)
 register_recipe(
-    Recipe(
+    _cifar10_recipe(
         name="resnet-cifar10",
         description="CIFAR ResNet-44",
         builder=ResNetCifar,
         model_kwargs={"depth": 44},
-        source="cifar10",
-        input_shape=(3, 32, 32),
-        num_classes=10,
-        epochs=40,
-        batch_size=128,
         lr=0.2,
-        augment_shift=4,
-        augment_flip=True,
-        weight_decay=5e-4,
-        optimizer="sgd",
-        mixed_precision=True,
-        half_precision=True,
         paper_accuracy=0.9165,
     )
 )
 register_recipe(
-    Recipe(
+    _cifar10_recipe(
         name="vgg16-cifar10",
         description="VGG-16 with BatchNorm",
         builder=VGG16Cifar,
-        source="cifar10",
-        input_shape=(3, 32, 32),
-        num_classes=10,
-        epochs=40,
-        batch_size=128,
         lr=0.1,
-        augment_shift=4,
-        augment_flip=True,
-        weight_decay=5e-4,
-        optimizer="sgd",
-        mixed_precision=True,
-        half_precision=True,
         paper_accuracy=0.9347,
     )
 )
