@@ -77,7 +77,10 @@ def test_batch_size_invariance(fitted: Detector, world: dict[str, Any]) -> None:
     # Convolutions pick other kernels for other batch sizes, so logits differ in the last bits;
     # a score may amplify that (e.g. −log max-softmax of a confident net). Batch-dependent
     # scoring (BatchNorm in train mode, batch statistics) shows up orders of magnitude larger.
-    torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+    # Near a score of 0 a difference of distances (RMDS) keeps the rounding of its terms: the
+    # absolute bound follows the scale of the ID scores.
+    id_scale = float(a[:50].abs().max())
+    torch.testing.assert_close(a, b, rtol=1e-3, atol=max(1e-5, 1e-4 * id_scale))
 
 
 def test_same_seed_same_scores(fitted: Detector, world: dict[str, Any]) -> None:

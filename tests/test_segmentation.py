@@ -127,10 +127,12 @@ def test_cells_and_their_top_k_mean(seg_world: dict[str, Any]) -> None:
     filled = ~torch.isnan(grid[0])
     assert bool(filled.any()) and bool(torch.isfinite(grid[:, filled]).all())
     flat = grid.flatten(1)[:, filled.flatten()]
+    # the reference means are taken in float32: float32's tolerances
     top2 = image_scores(det, model, x, cell=8, top_k=2)
-    torch.testing.assert_close(top2, flat.topk(2, dim=1).values.mean(1).double())
+    f32 = {"rtol": 1.3e-6, "atol": 1e-5}
+    torch.testing.assert_close(top2, flat.topk(2, dim=1).values.mean(1).double(), **f32)
     everything = image_scores(det, model, x, cell=8, top_k=10_000)
-    torch.testing.assert_close(everything, flat.mean(1).double())
+    torch.testing.assert_close(everything, flat.mean(1).double(), **f32)
     with pytest.raises(InvalidInputError):
         image_scores(det, model, x, top_k=0)
 
