@@ -279,6 +279,14 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating-point parameter (float32 if it has none)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
 def extract_features(
     model: nn.Module,
     batches: Iterator[torch.Tensor] | Sequence[torch.Tensor],

@@ -45,23 +45,25 @@ from tripwire.paths import atomic_write
 if TYPE_CHECKING:
     import torch
 
+    from tripwire.guard import Guard
+
 console = Console()
 logger = logging.getLogger(__name__)
 
 
-def _model_option(default: str | None) -> Any:  # typer's OptionInfo, typed as the value
+def model_option(default: str | None) -> Any:  # typer's OptionInfo, typed as the value
     return typer.Option(default, "--model", help=MODEL_HELP)
 
 
 _FIT_OUT = typer.Option(..., "--out", help="Folder to write the fitted detector to.")
-_DETECTOR_DIR = typer.Option(..., "--detector", help="A folder written by `tripwire fit`.")
+DETECTOR_DIR = typer.Option(..., "--detector", help="A folder written by `tripwire fit`.")
 _INPUT = typer.Option(
     ..., "--input", help=".npz (x: uint8 N×H×W[×C] or float in [0, 1]) or a folder of images."
 )
 _CSV_OUT = typer.Option(
     ..., "--out", help="CSV: index, predicted_class, score, is_anomaly (and file, for a folder)."
 )
-_SIGNING_KEY = typer.Option(
+SIGNING_KEY = typer.Option(
     None,
     "--signing-key",
     help="A file holding a secret key (≥ 16 bytes). fit signs the detector with it (HMAC-SHA256); "
@@ -79,7 +81,7 @@ def _load_data(spec: str, split: str, data_dir: Path | None) -> ImageSet:
 @app.command("fit")
 def fit_command(
     out: Path = _FIT_OUT,
-    model: str = _model_option("lenet-mnist"),
+    model: str = model_option("lenet-mnist"),
     weights: Path | None = WEIGHTS,
     output: str = OUTPUT,
     data: str | None = typer.Option(
@@ -109,7 +111,7 @@ def fit_command(
     ),
     tpr: float = typer.Option(0.95, help="Share of held-out ID inputs each threshold accepts."),
     seed: int = typer.Option(0, help="Seed of the calibration split (and the zoo model copy)."),
-    signing_key: Path | None = _SIGNING_KEY,
+    signing_key: Path | None = SIGNING_KEY,
     data_dir: Path | None = DATA_DIR,
     cache_dir: Path | None = CACHE_DIR,
     threads: int | None = THREADS,
@@ -219,10 +221,10 @@ def _layer_choice_table(criterion: dict[str, float], chosen: str, top: int = 10)
 
 @app.command("score")
 def score_command(
-    detector: Path = _DETECTOR_DIR,
+    detector: Path = DETECTOR_DIR,
     input: Path = _INPUT,
     out: Path = _CSV_OUT,
-    model: str | None = _model_option(None),
+    model: str | None = model_option(None),
     weights: Path | None = WEIGHTS,
     output: str = OUTPUT,
     batch_size: int = typer.Option(256, min=1, help="Images per forward pass."),
@@ -232,7 +234,7 @@ def score_command(
         help="Refuse images of another size or channel count than the model's, instead of "
         "resizing and converting them (with a warning that counts them).",
     ),
-    signing_key: Path | None = _SIGNING_KEY,
+    signing_key: Path | None = SIGNING_KEY,
     data_dir: Path | None = DATA_DIR,
     cache_dir: Path | None = CACHE_DIR,
     threads: int | None = THREADS,
@@ -247,24 +249,13 @@ def score_command(
     and no output file.
     """
     set_threads(threads)
-    from tripwire.guard import Guard
-
-    det = Detector.load(detector, key=None if signing_key is None else read_key(signing_key))
-    if model is not None:  # score never trains: a zoo model must be stored or trained already
-        ref = ModelReference(
-            model,
-            None if weights is None else str(weights),
-            train_if_missing=False,
-            output=output_choice(output),
-        )
-    else:
-        ref = ModelReference.recorded_zoo_model(det.model_ref_)
-    net = to_device(ref.load(data_dir, cache_dir), device)
-    guard = Guard(net, det)
-    shape = det.input_shape_
+    guard = load_guard(detector, model, weights, output, signing_key, data_dir, cache_dir, device)
+    shape = guard.detector.input_shape_
     stream = open_image_stream(input, size=None if no_resize else shape[1:])
     converted: Counter[str] = Counter()
-    result = guard(_fitted(stream.batches(batch_size), shape, converted, no_resize), batch_size)
+    result = guard.check(
+        _fitted(stream.batches(batch_size), shape, converted, no_resize), batch_size
+    )
     _write_csv(out, result.predicted, result.scores, result.is_anomaly, stream.files)
     converted.update(stream.resized)
     if converted:
@@ -282,6 +273,33 @@ def score_command(
         f"scored {stream.count} images: {n_flagged} flagged as anomalous "
         f"({100 * n_flagged / stream.count:.1f} %) → {out}"
     )
+
+
+def load_guard(
+    detector: Path,
+    model: str | None,
+    weights: Path | None,
+    output: str,
+    signing_key: Path | None,
+    data_dir: Path | None,
+    cache_dir: Path | None,
+    device: str | None,
+) -> Guard:
+    """The saved `detector` bound to --model, or else to the zoo model it records (stored or
+    already trained: never trained here, and no code a detector file names is run)."""
+    from tripwire.guard import Guard
+
+    det = Detector.load(detector, key=None if signing_key is None else read_key(signing_key))
+    if model is not None:
+        ref = ModelReference(
+            model,
+            None if weights is None else str(weights),
+            train_if_missing=False,
+            output=output_choice(output),
+        )
+    else:
+        ref = ModelReference.recorded_zoo_model(det.model_ref_)
+    return Guard(to_device(ref.load(data_dir, cache_dir), device), det)
 
 
 def _fitted(

@@ -55,7 +55,7 @@ from tripwire.errors import (
     NotFittedError,
     TripwireError,
 )
-from tripwire.features import eval_mode, model_device
+from tripwire.features import eval_mode, model_device, model_dtype
 from tripwire.models.digest import weights_digest
 from tripwire.progress import track
 
@@ -158,6 +158,8 @@ class Detector(ABC):
     # the paper's detector, whose benchmark rows also show the paper's (transductive) protocol
     reproduces_paper_protocol: ClassVar[bool] = False
 
+    # why the detector cannot be written as a graph by `tripwire.export` ("" = it can)
+    export_refusal: ClassVar[str] = ""
     # hyper-parameters that `get_params` and a saved detector leave out (e.g. a secret key)
     secret_params: ClassVar[tuple[str, ...]] = ()
 
@@ -368,26 +370,24 @@ class Detector(ABC):
         x: ScoreInput,
         batch_size: int,
         verify_model: bool,
-        per_batch: Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`per_batch(model, batch)` → (values, predicted classes) over every batch of `x`, on
-        the model's device and dtype, model in eval mode; both gathered on the CPU."""
+        per_batch: Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, ...]],
+    ) -> tuple[torch.Tensor, ...]:
+        """`per_batch(model, batch)` → tensors (values, predicted classes, …) over every batch of
+        `x`, on the model's device and dtype, model in eval mode; each gathered on the CPU."""
         self.check_fitted()
         if verify_model:
             self.verify_model(model)
         self.check_tappable(model)
-        device, dtype = model_device(model), _float_dtype(model)
-        values, predicted = [], []
+        device, dtype = model_device(model), model_dtype(model)
+        parts: list[list[torch.Tensor]] = []
         grad = torch.enable_grad() if self.needs_gradients else torch.no_grad()
         n = len(x) if isinstance(x, ImageSet | torch.Tensor | np.ndarray) else None
         total = None if n is None else math.ceil(n / batch_size)
         batches = track(self._batches(x, batch_size), f"{self.name}: scoring", total)
         with eval_mode(model), grad:
             for xb in batches:
-                v, p = per_batch(model, xb.to(device, dtype))
-                values.append(v.detach().cpu())
-                predicted.append(p.detach().cpu())
-        return torch.cat(values), torch.cat(predicted)
+                parts.append([t.detach().cpu() for t in per_batch(model, xb.to(device, dtype))])
+        return tuple(torch.cat(list(column)) for column in zip(*parts, strict=True))
 
     def score(
         self,
@@ -593,14 +593,6 @@ def _weights_stamp(model: nn.Module) -> tuple[int, tuple[tuple[str, int, int], .
     buffer's identity and in-place version counter."""
     state = model.state_dict(keep_vars=True)
     return id(model), tuple((name, id(t), t._version) for name, t in state.items())
-
-
-def _float_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype of the model's first floating-point parameter (float32 if it has none)."""
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.float32
 
 
 def _version() -> str:

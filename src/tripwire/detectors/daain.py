@@ -167,6 +167,7 @@ class DaainDetector(Detector):
     """
 
     name = "daain"
+    export_refusal = "its monitored activations come from a secret key, which a graph would reveal"
     secret_params = ("key",)  # the mask key is kept apart from the saved detector
 
     layers: Names | Literal["auto"] = "auto"

@@ -93,5 +93,5 @@ class ELODetector(Detector):
         with LayerTap(model, [self.layer_], self.pooling) as tap:
             logits = model(x)
         z = tap.outputs[self.layer_]
-        zeros = torch.zeros(len(z), dtype=torch.long, device=z.device)
+        zeros = torch.zeros_like(z[:, 0], dtype=torch.long)  # one class; no fixed batch size
         return self.svm_.to(z.device).score(z, zeros), logits.argmax(dim=1)

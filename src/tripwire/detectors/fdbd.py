@@ -24,11 +24,12 @@ from tripwire.features import Features
 from tripwire.head import check_head_state, head_weights
 
 
-def boundary_distances(logits: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Mean over j ≠ ŷ of |f_ŷ − f_j| / ‖w_ŷ − w_j‖ per row of `logits` (N×K), float64."""
+def boundary_distances(logits: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
+    """Mean over j ≠ ŷ of |f_ŷ − f_j| / ‖w_ŷ − w_j‖ per row of `logits` (N×K), float64, given
+    the K×K distances ``gaps`` = ‖w_i − w_j‖ between the head's weight rows."""
     logits = logits.double()
     top, predicted = logits.max(dim=1, keepdim=True)
-    gaps = torch.cdist(weight, weight)[predicted.squeeze(1)]  # N×K, ‖w_ŷ − w_j‖
+    gaps = gaps[predicted.squeeze(1)]  # N×K, ‖w_ŷ − w_j‖
     ratio = (top - logits) / gaps.masked_fill(gaps == 0, 1.0)
     return ratio.sum(dim=1) / (logits.shape[1] - 1)
 
@@ -57,8 +58,16 @@ class FDBDDetector(FeatureDetector):
 
     def _score_features(self, features: Features) -> torch.Tensor:
         h = self._penultimate(features, len(self.mean_))
-        distance = boundary_distances(features.logits, self.head_weight_.to(h.device))
+        distance = boundary_distances(features.logits, self._gaps(h.device))
         return -distance / (h.double() - self.mean_.to(h.device)).norm(dim=1).clamp_min(1e-12)
+
+    def _gaps(self, device: torch.device) -> torch.Tensor:
+        """‖w_i − w_j‖ for every pair of classes, computed once per device and weight."""
+        cached = getattr(self, "_gap_cache", None)
+        if cached is None or cached[0] is not self.head_weight_ or cached[1].device != device:
+            weight = self.head_weight_.to(device)
+            cached = self._gap_cache = (self.head_weight_, torch.cdist(weight, weight))
+        return cached[1]
 
     def _check_state(self) -> None:
         check_head_state(self.head_weight_, None, self.num_classes_)

@@ -87,6 +87,7 @@ class FeatureResponseDetector(Detector):
 
     name = "feature-response"
     needs_gradients = True
+    export_refusal = "its response maps are input gradients (guided backpropagation)"
 
     window: Annotated[int, Field(ge=2)] = 5
     direction: Direction = "higher"

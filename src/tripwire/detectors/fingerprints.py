@@ -246,6 +246,7 @@ class FingerprintDetector(Detector):
     """
 
     name = "fingerprints"
+    export_refusal = "it draws fresh random fingerprints for every input at scoring time"
     needs_anomalies = True
 
     layers: str | Sequence[str] = "first"

@@ -190,6 +190,7 @@ class KDBUDetector(Detector):
     """
 
     name = "kd_bu"
+    export_refusal = "its uncertainty comes from Monte-Carlo dropout passes, random at scoring time"
     needs_anomalies = True
 
     bandwidth: Positive = 3.79

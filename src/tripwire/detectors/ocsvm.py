@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tripwire.tracing import tracing
+
 _MIN_SAMPLES = 5
 _FLOOR = -80.0  # exp(−80) ≈ 1.8e-35, still a normal float32
 
@@ -159,10 +161,15 @@ class ClassConditionalOCSVM:
         All classes at once: the rows are grouped by class into a K×M×D tensor (M = the most rows
         of one class), so one batched matrix product gives every kernel argument
         −γ‖z − sv‖² = 2γ z·sv − γ‖sv‖² − γ‖z‖²; the K×M×S tensor is then updated in place
-        (large temporaries would cost more in page faults than in arithmetic on a CPU).
+        (large temporaries would cost more in page faults than in arithmetic on a CPU). While
+        traced for export (`tripwire.export`), where shapes must not depend on the data, every
+        row is scored under every class's SVM instead and its own class's score kept.
         """
         k, d = self.mean.shape
-        prep = self._prepared()
+        if tracing():
+            # one graph for every batch: each row against every class's SVM (K× the arithmetic)
+            f = self._scores_by_class(features.unsqueeze(0).expand(k, -1, -1), log_domain)
+            return f.gather(0, classes.view(1, -1)).squeeze(0)
         order = torch.argsort(classes, stable=True)
         cls = classes.index_select(0, order)
         counts = torch.bincount(cls, minlength=k)
@@ -174,7 +181,14 @@ class ClassConditionalOCSVM:
         slot = torch.arange(len(cls), device=cls.device) + (cls * m - starts.index_select(0, cls))
         grouped = features.new_zeros(k * m, d)
         grouped.index_copy_(0, slot, features.index_select(0, order).to(grouped.dtype))
-        z = (grouped.view(k, m, d) - self.mean.unsqueeze(1)) / self.scale.unsqueeze(1)  # K×M×D
+        f = self._scores_by_class(grouped.view(k, m, d), log_domain)
+        return f.new_empty(len(classes)).index_copy_(0, order, f.view(-1).index_select(0, slot))
+
+    def _scores_by_class(self, rows: torch.Tensor, log_domain: bool) -> torch.Tensor:
+        """K×M scores of K×M×D rows, row block c under the SVM of class c."""
+        k, m, _ = rows.shape
+        prep = self._prepared()
+        z = (rows - self.mean.unsqueeze(1)) / self.scale.unsqueeze(1)  # K×M×D
         arg = torch.baddbmm(prep["neg_gamma_sv_sq"].expand(k, m, -1), z, prep["two_gamma_sv_t"])
         arg.add_(-self.gamma.view(k, 1, 1) * z.square().sum(2, keepdim=True))
         # The argument is ≤ 0 (a squared distance); exp of arguments below −80 would give
@@ -187,12 +201,10 @@ class ClassConditionalOCSVM:
             f = -(top.squeeze(2) + arg.sum(2).log())
             # An unfitted class has no support (f = 0, −log f = +inf; the sums above give NaN):
             # the largest finite value, so that its inputs rank above every fitted score.
-            f = torch.where(prep["fitted"], f, torch.finfo(f.dtype).max)
-        else:
-            arg.clamp_(min=_FLOOR, max=0.0)
-            # an in-place product and a sum: 5× faster on CPU than bmm with a single column
-            f = -arg.exp_().mul_(prep["coef"]).sum(2)
-        return f.new_empty(len(classes)).index_copy_(0, order, f.view(-1).index_select(0, slot))
+            return torch.where(prep["fitted"], f, torch.finfo(f.dtype).max)
+        arg.clamp_(min=_FLOOR, max=0.0)
+        # an in-place product and a sum: 5× faster on CPU than bmm with a single column
+        return -arg.exp_().mul_(prep["coef"]).sum(2)
 
     def _prepared(self) -> dict[str, torch.Tensor]:
         """Tensors derived from the state once per device (γ folded into the support vectors)."""

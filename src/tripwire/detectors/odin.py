@@ -93,6 +93,7 @@ class ODINDetector(Detector):
 
     name = "odin"
     needs_gradients = True
+    export_refusal = "it moves each input along the gradient of its score, autograd at scoring time"
 
     def reads_layers(self) -> bool:
         return False

@@ -58,5 +58,7 @@ class ShapedEnergyDetector(FeatureDetector):
 
 def kept_count(width: int, percentile: float) -> int:
     """How many of `width` activations lie above the `percentile`-th per-sample percentile:
-    width − round(width · p / 100), at least 1 (the rounding of ASH's reference code)."""
+    width − round(width · p / 100), at least 1 (the rounding of ASH's reference code).
+    `width` is read as a plain int, so that a traced graph (`tripwire.export`) keeps k fixed."""
+    width = int(width)
     return max(1, width - round(width * percentile / 100.0))

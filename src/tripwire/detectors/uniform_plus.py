@@ -54,6 +54,7 @@ from tripwire.detectors.vim import ViMState
 from tripwire.errors import InvalidInputError, ModelMismatchError
 from tripwire.features import Pooling, extract_features, model_device
 from tripwire.head import head_weights
+from tripwire.tracing import log1p
 
 FUSIONS = {
     "sum+": lambda z: z.clamp_min(0.0).sum(dim=1),  # evidence added up; typical views add 0
@@ -68,7 +69,7 @@ def neg_log_max_softmax(logits: torch.Tensor) -> torch.Tensor:
     log1p form is exact for confident inputs, where the plain difference cancels to 0."""
     gaps = torch.exp(logits - logits.amax(dim=1, keepdim=True))
     gaps = gaps.scatter(1, logits.argmax(dim=1, keepdim=True), 0.0)
-    return torch.log1p(gaps.sum(dim=1))
+    return log1p(gaps.sum(dim=1))
 
 
 def neg_logit_margin(logits: torch.Tensor) -> torch.Tensor:
