@@ -64,4 +64,5 @@ from tripwire.cli import demo as _demo  # noqa: E402, F401  (registers `tripwire
 from tripwire.cli import detect as _detect  # noqa: E402, F401  (registers `tripwire fit`, `tripwire score`)
 from tripwire.cli import detectors as _detectors  # noqa: E402, F401  (`tripwire detectors`)
 from tripwire.cli import explain as _explain  # noqa: E402, F401  (registers `tripwire explain`)
+from tripwire.cli import export as _export  # noqa: E402, F401  (registers `tripwire export`)
 from tripwire.cli import train as _train  # noqa: E402, F401  (registers `tripwire train`, `tripwire models`)
