@@ -27,6 +27,7 @@ Examples:
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -154,7 +155,9 @@ def _write(module: nn.Module, example: torch.Tensor, path: Path, format: str) ->
         program = torch.export.export(
             module, (example,), dynamic_shapes=({0: batch},), strict=False
         )
-        torch.export.save(program, str(path))
+        buffer = io.BytesIO()  # torch.export.save wants a name ending in .pt2, or a buffer
+        torch.export.save(program, buffer)
+        path.write_bytes(buffer.getvalue())
     else:
         try:
             import onnxscript  # noqa: F401  (the exporter's own dependency)
@@ -180,7 +183,7 @@ def _run(path: Path, format: str, images: torch.Tensor) -> list[torch.Tensor]:
     if format == "torchscript":
         out: Any = torch.jit.load(str(path), map_location=images.device)(images)
     elif format == "pt2":
-        out = torch.export.load(str(path)).module()(images)
+        out = torch.export.load(io.BytesIO(path.read_bytes())).module()(images)
     else:
         try:
             import onnxruntime
