@@ -8,10 +8,11 @@ some detectors (ViM's principal space of a 16-unit head with dead units, the uni
 min–max constants) amplify the rounding differences that another thread count brings.
 
 The fits of some detectors go through numpy, SciPy and scikit-learn (LAPACK, libsvm), whose
-results on this ill-conditioned world move with those libraries' versions (numpy 2.4.6 and
-scikit-learn 1.9.1 moved ViM's scores by up to 350 %, fingerprints' Spearman ρ to 0.91): the file
-records the versions it was made with, and the test compares those detectors exactly only
-under the same versions (see `LIBRARY_FITTED`).
+results on this ill-conditioned world move with those libraries' builds and the CPU features
+their kernels dispatch on (between two machines of the same kind, with scikit-learn 1.9.1 on
+both, ViM's scores moved by up to 350 % and fingerprints' Spearman ρ fell to 0.91): the file
+records the versions and CPU features it was made with, and the test compares those detectors
+exactly only on the same (see `LIBRARY_FITTED`).
 
 After a change that is *meant* to move a detector's scores, rewrite the file and say why in the
 commit:
@@ -50,8 +51,17 @@ LIBRARY_FITTED = frozenset(
 
 
 def platform() -> dict[str, str]:
-    """The versions of the numerical libraries the references depend on."""
-    return {name: version(name) for name in ("torch", "numpy", "scipy", "scikit-learn")}
+    """The versions of the numerical libraries the references depend on, and the CPU features
+    their kernels dispatch on."""
+    import numpy as np
+
+    libraries = {name: version(name) for name in ("torch", "numpy", "scipy", "scikit-learn")}
+    simd = np.show_config(mode="dicts")["SIMD Extensions"]["found"]  # type: ignore[index]
+    return {
+        **libraries,
+        "numpy_simd": ",".join(simd),
+        "torch_cpu": torch.backends.cpu.get_cpu_capability(),
+    }
 
 
 def reference_images(world: dict) -> torch.Tensor:
