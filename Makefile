@@ -11,7 +11,7 @@ $(BIN)/tripwire: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU build of torch first, so that nothing pulls a CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,export]'
+	$(BIN)/pip install --quiet -e '.[dev,export,serve]'
 	# pytorch-ood, for the tests that cross-check our detectors with its: without its
 	# dependencies, which would pull torchvision and another torch.
 	$(BIN)/pip install --quiet --no-deps pytorch-ood==0.4.0

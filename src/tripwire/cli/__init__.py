@@ -65,4 +65,5 @@ from tripwire.cli import detect as _detect  # noqa: E402, F401  (registers `trip
 from tripwire.cli import detectors as _detectors  # noqa: E402, F401  (`tripwire detectors`)
 from tripwire.cli import explain as _explain  # noqa: E402, F401  (registers `tripwire explain`)
 from tripwire.cli import export as _export  # noqa: E402, F401  (registers `tripwire export`)
+from tripwire.cli import serve as _serve  # noqa: E402, F401  (registers `tripwire serve`)
 from tripwire.cli import train as _train  # noqa: E402, F401  (registers `tripwire train`, `tripwire models`)

@@ -109,8 +109,8 @@ def resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 
 def to_array(img: Image.Image) -> np.ndarray:
-    """H×W (grey) or H×W×3 (RGB) uint8."""
-    return np.asarray(img, dtype=np.uint8)
+    """H×W (grey) or H×W×3 (RGB) uint8, a writable copy."""
+    return np.array(img, dtype=np.uint8)
 
 
 def read_zip_images(

@@ -89,7 +89,9 @@ def open_image_stream(path: str | Path, size: tuple[int, int] | None = None) -> 
     return _array_stream(p, member)
 
 
-def _header(f: IO[bytes], origin: str) -> tuple[tuple[int, ...], np.dtype, bool]:
+def read_npy_header(f: IO[bytes], origin: str) -> tuple[tuple[int, ...], np.dtype, bool]:
+    """Shape, dtype and Fortran order of the ``.npy`` array `f` is positioned at, from its header
+    alone; `DataError` (naming `origin`) for anything but an array of numbers."""
     try:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
@@ -111,7 +113,7 @@ def _array_stream(
     origin = str(path)
     try:
         with opener() as f:
-            shape, dtype, fortran = _header(f, origin)
+            shape, dtype, fortran = read_npy_header(f, origin)
     except (OSError, zipfile.BadZipFile) as e:
         raise DataError(f"{origin}: cannot read ({e})") from None
     row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
@@ -124,7 +126,7 @@ def _array_stream(
             return
         try:
             with opener() as f:
-                _header(f, origin)
+                read_npy_header(f, origin)
                 for start in range(0, shape[0], batch_size):
                     n = min(batch_size, shape[0] - start)
                     data = f.read(n * row)
