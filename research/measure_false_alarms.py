@@ -19,11 +19,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
+from jsonl_log import append_row, done_keys
 
 from tripwire.data import load_source
 from tripwire.detectors import create_detector, get_detector_class, list_detectors
@@ -46,11 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    done = set()
-    if args.out.exists():
-        for line in args.out.read_text().splitlines():
-            r = json.loads(line)
-            done.add((r["model"], r["seed"], r["detector"]))
+    done = done_keys(args.out, ("model", "seed", "detector"))
     model = load_model(args.model, train_if_missing=False)
     source = get_recipe(args.model).source
     train = load_source(source, "train")
@@ -80,9 +76,7 @@ def main() -> None:
                 row[f"flagged_calibrated_on_{label}"] = round(flagged, 5)
             row["fit_seconds"] = round(fit_seconds, 1)
             row["seconds"] = round(time.perf_counter() - start, 1)
-            print(json.dumps(row), flush=True)
-            with open(args.out, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_row(args.out, row)
 
 
 if __name__ == "__main__":
