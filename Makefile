@@ -11,7 +11,7 @@ $(BIN)/tripwire: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU build of torch first, so that nothing pulls a CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,export,serve]'
+	$(BIN)/pip install --quiet -e '.[dev,export,serve,postgres]'
 	# pytorch-ood, for the tests that cross-check our detectors with its: without its
 	# dependencies, which would pull torchvision and another torch.
 	$(BIN)/pip install --quiet --no-deps pytorch-ood==0.4.0
@@ -26,7 +26,7 @@ test: setup
 	$(BIN)/ruff check src tests research benchmarks docs/hooks
 	$(BIN)/mypy src
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
-	TRIPWIRE_REQUIRE_PYTORCH_OOD=1 TRIPWIRE_REQUIRE_DATA=1 $(BIN)/pytest -q
+	TRIPWIRE_REQUIRE_PYTORCH_OOD=1 TRIPWIRE_REQUIRE_DATA=1 TRIPWIRE_REQUIRE_POSTGRES=1 $(BIN)/pytest -q
 
 # The everyday loop: no data files, no slow tests (measured in research/notebook.md).
 test-fast: setup

@@ -260,6 +260,8 @@ def test_sigterm_answers_every_accepted_request(tmp_path: Path) -> None:
             str(port),
             "--max-wait-ms",
             "400",
+            "--audit-db",
+            f"sqlite:///{tmp_path / 'audit.sqlite'}",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

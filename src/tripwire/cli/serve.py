@@ -68,6 +68,19 @@ def serve_command(
         4096 * 4096, min=1, help="Most pixels of one encoded image (checked before decoding)."
     ),
     timeout: float = typer.Option(30.0, min=0.001, help="Seconds a request may wait (503)."),
+    audit_db: str = typer.Option(
+        "sqlite:///tripwire-audit.sqlite",
+        "--audit-db",
+        help="Where flagged inputs are logged (time, image hash, class, score, threshold): a "
+        "SQLAlchemy URL, sqlite:///FILE or postgresql+psycopg://USER@HOST/DB.",
+    ),
+    no_audit: bool = typer.Option(False, "--no-audit", help="Keep no audit log."),
+    audit_keep: int = typer.Option(
+        100_000, min=1, help="Rows the audit log keeps (the newest; older ones are dropped)."
+    ),
+    audit_thumbnails: bool = typer.Option(
+        False, "--audit-thumbnails", help="Also log a 64-pixel PNG thumbnail of each input."
+    ),
     model: str | None = model_option(None),
     weights: Path | None = WEIGHTS,
     output: str = OUTPUT,
@@ -83,8 +96,9 @@ def serve_command(
     answers per image with the class, top-k probabilities, score, threshold and flag;
     `GET /healthz`, `/readyz` and `/metrics` (Prometheus). API keys are required unless
     --no-auth, which is refused on an address other than loopback. Concurrent requests share
-    model passes (--max-batch, --max-wait-ms). SIGTERM or Ctrl-C: no new connections, every
-    accepted request is answered, then the server stops.
+    model passes (--max-batch, --max-wait-ms). Flagged inputs are logged to --audit-db
+    (SQLite by default). SIGTERM or Ctrl-C: no new connections, every accepted request is
+    answered, then the server stops.
     """
     keys = read_api_keys(api_key_file)
     if no_auth and keys:
@@ -102,6 +116,7 @@ def serve_command(
     import uvicorn
 
     from tripwire.serve import ServeSettings, create_app
+    from tripwire.serve.audit import AuditLog
 
     settings = ServeSettings(
         api_keys=keys,
@@ -111,10 +126,12 @@ def serve_command(
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         timeout_s=timeout,
+        audit_thumbnails=audit_thumbnails,
     )
     guard = load_guard(detector, model, weights, output, signing_key, data_dir, cache_dir, device)
+    audit = None if no_audit else AuditLog(audit_db, keep=audit_keep)
     uvicorn.run(
-        create_app(guard, settings),
+        create_app(guard, settings, audit),
         host=host,
         port=port,
         log_level="info",

@@ -14,7 +14,8 @@
     200 once the guard has answered a warm-up batch and until shutdown begins, else 503.
 ``GET /metrics``
     Prometheus text: requests by endpoint and status, request latency, images scored, images
-    flagged by predicted class, and the sizes of the model's batches.
+    flagged by predicted class, the sizes of the model's batches, and flagged inputs the audit
+    log failed to store (the answer goes out regardless; the error is logged).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import base64
 import binascii
 import contextlib
 import hmac
+import logging
 import math
 import sys
 import time
@@ -46,9 +48,12 @@ from starlette.formparsers import MultiPartException
 
 from tripwire.errors import TripwireError
 from tripwire.guard import Guard, GuardResult
+from tripwire.serve.audit import AuditLog, flagged_input
 from tripwire.serve.decode import TooLargeError, decode_images
 from tripwire.serve.microbatch import MicroBatcher
 from tripwire.serve.settings import ServeSettings
+
+logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -123,6 +128,11 @@ class _Metrics:
             ["predicted_class"],
             registry=self.registry,
         )
+        self.audit_errors = Counter(
+            "tripwire_audit_errors",
+            "Flagged inputs the audit log failed to store",
+            registry=self.registry,
+        )
         self.batch = Histogram(
             "tripwire_batch_images",
             "Images per model pass",
@@ -131,8 +141,11 @@ class _Metrics:
         )
 
 
-def create_app(guard: Guard, settings: ServeSettings | None = None) -> FastAPI:
-    """The FastAPI application serving `guard` (see the module docstring for the API)."""
+def create_app(
+    guard: Guard, settings: ServeSettings | None = None, audit: AuditLog | None = None
+) -> FastAPI:
+    """The FastAPI application serving `guard` (see the module docstring for the API), writing
+    every flagged input to `audit` when given."""
     settings = settings or ServeSettings()
     shape = tuple(guard.detector.input_shape_)
     metrics = _Metrics()
@@ -148,6 +161,8 @@ def create_app(guard: Guard, settings: ServeSettings | None = None) -> FastAPI:
         yield
         state["ready"] = False  # readyz fails first, then every accepted request is answered
         await batcher.stop()
+        if audit is not None:
+            audit.close()
 
     app = FastAPI(title="tripwire", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)  # inside the counting one
@@ -196,10 +211,9 @@ def create_app(guard: Guard, settings: ServeSettings | None = None) -> FastAPI:
                 )
             if not names:
                 raise _RequestError(422, "the request holds no images")
+            batch = torch.cat(images)
             try:
-                result = await asyncio.wait_for(
-                    batcher.submit(torch.cat(images)), settings.timeout_s
-                )
+                result = await asyncio.wait_for(batcher.submit(batch), settings.timeout_s)
             except TimeoutError:
                 raise _RequestError(503, f"no answer within {settings.timeout_s} s") from None
         except _RequestError as e:
@@ -211,12 +225,43 @@ def create_app(guard: Guard, settings: ServeSettings | None = None) -> FastAPI:
         metrics.images.inc(len(names))
         for c in result.predicted[result.is_anomaly].tolist():
             metrics.flagged.labels(str(c)).inc()
+        if audit is not None and bool(result.is_anomaly.any()):
+            await _audit(audit, batch, names, result, guard, settings.audit_thumbnails, metrics)
         for n in batcher.batch_sizes:
             metrics.batch.observe(n)
         batcher.batch_sizes.clear()
         return JSONResponse({"images": _answers(result, guard, names, resized, settings.top_k)})
 
     return app
+
+
+async def _audit(
+    audit: AuditLog,
+    images: torch.Tensor,
+    names: list[str],
+    result: GuardResult,
+    guard: Guard,
+    thumbnails: bool,
+    metrics: _Metrics,
+) -> None:
+    """Store the flagged inputs; a failure is logged and counted, the answer still goes out."""
+    thresholds = guard.thresholds.detach().cpu().double()
+    rows = [
+        flagged_input(
+            images[i],
+            names[i],
+            int(result.predicted[i]),
+            float(result.scores[i]),
+            float(thresholds[result.predicted[i]]),
+            thumbnails,
+        )
+        for i in torch.nonzero(result.is_anomaly).flatten().tolist()
+    ]
+    try:
+        await asyncio.to_thread(audit.record, rows)
+    except Exception:  # the database's errors are many kinds; the log names it
+        logger.exception("the audit log could not store %d flagged inputs", len(rows))
+        metrics.audit_errors.inc(len(rows))
 
 
 def _authorise(request: Request, keys: frozenset[str]) -> None:

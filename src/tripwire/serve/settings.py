@@ -22,6 +22,7 @@ class ServeSettings(BaseModel):
         max_wait_ms: how long the first request of a batch waits for others to join it.
         timeout_s: how long a request may wait for its scores (503 beyond).
         top_k: how many class probabilities each answer lists.
+        audit_thumbnails: store a PNG thumbnail of each flagged input in the audit log.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -34,3 +35,4 @@ class ServeSettings(BaseModel):
     max_wait_ms: Annotated[float, Field(ge=0)] = 5.0
     timeout_s: Annotated[float, Field(gt=0)] = 30.0
     top_k: Annotated[int, Field(gt=0)] = 3
+    audit_thumbnails: bool = False
