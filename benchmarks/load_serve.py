@@ -4,8 +4,9 @@ Starts ``tripwire serve`` (a subprocess, no keys, loopback) on a saved detector,
 ``.npy`` requests of the model's test images from `--concurrency` concurrent clients for
 `--duration` seconds, and reports requests answered, failures (any status but 200, any transport
 error), images per second, latency p50 / p99, the mean images per model pass (from the server's
-``/metrics``) and the server's RSS at the start and end of the run (from ``/proc``). Then, in this
-process, the bare model's forward throughput at that mean batch size, and the ratio.
+``/metrics``) and the server's RSS at the start, every 10 s and at the end (from ``/proc``).
+Then, in this process, the bare model's forward throughput at that mean batch size, and the
+ratio.
 
 Run it twice to compare: with micro-batching (``--max-batch 32``) and without (``--max-batch 1``).
 ``--sigterm-at S`` sends SIGTERM to the server S seconds in; requests the server had accepted must
@@ -94,13 +95,20 @@ async def load(
                     failures[str(r.status_code)] = failures.get(str(r.status_code), 0) + 1
                 i += concurrency
 
+    rss: list[float] = []
+
+    async def sample_rss() -> None:  # every 10 s while the load runs
+        while time.perf_counter() < stop and server.poll() is None:
+            rss.append(rss_mib(server.pid))
+            await asyncio.sleep(10)
+
     async def terminate() -> None:
         if sigterm_at is not None:
             await asyncio.sleep(sigterm_at)
             server.send_signal(signal.SIGTERM)
 
     started = time.perf_counter()
-    await asyncio.gather(terminate(), *(client(k) for k in range(concurrency)))
+    await asyncio.gather(terminate(), sample_rss(), *(client(k) for k in range(concurrency)))
     elapsed = time.perf_counter() - started
     ms = np.array(latencies) * 1000
     return {
@@ -110,6 +118,7 @@ async def load(
         "images_per_second": len(latencies) / elapsed,
         "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
         "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None,
+        "rss_mib_every_10s": [round(r, 1) for r in rss],
     }
 
 
