@@ -84,3 +84,19 @@ def lenet_mnist(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> nn.
         warnings.warn(f"not reusing the cached lenet-mnist: {e}", stacklevel=1)
     cache = tmp_path_factory.mktemp("tripwire-cache")
     return load_model("lenet-mnist", data_dir=data_dir, cache_dir=cache, seed=0, progress=False)
+
+
+@pytest.fixture(scope="session")
+def msp_digits_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder written by `tripwire fit --model cnn-digits8 --detector msp` (no data files
+    needed), fitted once per session, for the commands that load a saved detector."""
+    from typer.testing import CliRunner
+
+    from tripwire.cli import app
+
+    det = tmp_path_factory.mktemp("msp-digits") / "det"
+    fitted = CliRunner().invoke(
+        app, ["fit", "--model", "cnn-digits8", "--detector", "msp", "--out", str(det)]
+    )
+    assert fitted.exit_code == 0, fitted.output
+    return det

@@ -159,13 +159,9 @@ def test_bad_requests_are_refused(world: dict[str, Any], tmp_path: Path) -> None
     assert not (tmp_path / "g").exists()
 
 
-def test_cli_export_writes_a_checked_file(tmp_path: Path) -> None:
+def test_cli_export_writes_a_checked_file(tmp_path: Path, msp_digits_detector: Path) -> None:
     runner = CliRunner()
-    det = tmp_path / "det"
-    fitted = runner.invoke(
-        app, ["fit", "--model", "cnn-digits8", "--detector", "msp", "--out", str(det)]
-    )
-    assert fitted.exit_code == 0, fitted.output
+    det = msp_digits_detector
     out = tmp_path / "guard.onnx"
     images = tmp_path / "id.npz"
     np.savez(images, x=np.random.default_rng(0).integers(0, 256, (5, 8, 8), dtype=np.uint8))
