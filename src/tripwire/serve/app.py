@@ -156,7 +156,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         batcher.start()
         await batcher.submit(torch.rand(2, *shape))  # warm-up: the first pass is the slowest
-        batcher.batch_sizes.clear()
+        batcher.on_batch = metrics.batch.observe  # from here on: the warm-up is not counted
         state["ready"] = True
         yield
         state["ready"] = False  # readyz fails first, then every accepted request is answered
@@ -227,9 +227,6 @@ def create_app(
             metrics.flagged.labels(str(c)).inc()
         if audit is not None and bool(result.is_anomaly.any()):
             await _audit(audit, batch, names, result, guard, settings.audit_thumbnails, metrics)
-        for n in batcher.batch_sizes:
-            metrics.batch.observe(n)
-        batcher.batch_sizes.clear()
         return JSONResponse({"images": _answers(result, guard, names, resized, settings.top_k)})
 
     return app

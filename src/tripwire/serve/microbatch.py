@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -29,7 +30,7 @@ class _Pending:
 class MicroBatcher:
     """Score the images of concurrent `submit` calls together (see the module docstring).
 
-    `batch_sizes` records how many images each guard call scored (for metrics and tests).
+    `on_batch`, when set, is called with the number of images of every guard call (metrics).
     """
 
     def __init__(self, guard: Guard, max_batch: int, max_wait_ms: float) -> None:
@@ -38,7 +39,7 @@ class MicroBatcher:
         self.max_wait = max_wait_ms / 1000
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self.batch_sizes: list[int] = []
+        self.on_batch: Callable[[int], None] | None = None
 
     def start(self) -> None:
         """Start the worker on the running event loop."""
@@ -109,6 +110,7 @@ class MicroBatcher:
                 self._queue.task_done()
 
     def _guard_call(self, images: torch.Tensor) -> GuardResult:
-        self.batch_sizes.append(len(images))
+        if self.on_batch is not None:
+            self.on_batch(len(images))
         with torch.no_grad():
             return GuardResult(*(t.detach().cpu() for t in self.guard(images)))
