@@ -217,7 +217,7 @@ def analyse(args: argparse.Namespace) -> None:
         per_layer = {layer: _fused_auroc(folder, [layer], cache) for layer in order}
         sets = list(next(iter(per_layer.values())))
         reference = {s: max(a[s] for a in per_layer.values()) for s in sets}
-        choices = [json.loads(line) for line in (folder / "choices.jsonl").read_text().split()]
+        choices = [json.loads(line) for line in (folder / "choices.jsonl").read_text().splitlines()]
         lines += [f"## {folder.name}", ""]
         seeds = ", ".join(str(c["seed"]) for c in choices)
         header = f"| rule | layers chosen (seeds {seeds}) | shortfall | mean | "

@@ -144,6 +144,25 @@ def test_transductive_variant_differs_only_in_normalisation(
     assert s.shape == (300,) and s.min() >= 0 and s.max() <= 1 + 1e-6
 
 
+def test_median_criterion_is_not_decided_by_one_proxy() -> None:
+    from tripwire.detectors.mdl import rank_layers
+
+    # the proxies' AUROCs measured on VGG-16 (training seed 2) for its two best layers
+    per_set = {
+        "conv3_2": {"pixel": 1.0, "tile": 0.906, "sign": 1.0, "mixup": 0.579, "smooth": 0.997},
+        "relu5_2": {"pixel": 0.878, "tile": 0.929, "sign": 0.971, "mixup": 0.772, "smooth": 0.974},
+    }
+    by_mean = rank_layers(per_set, "mean")
+    assert by_mean.layer == "relu5_2" and by_mean.criterion["relu5_2"] == pytest.approx(0.9048)
+    by_median = rank_layers(per_set, "median")
+    assert by_median.layer == "conv3_2" and by_median.criterion == {
+        "conv3_2": 0.997,
+        "relu5_2": 0.929,
+    }
+    tied = {"early": {"a": 0.950}, "late": {"a": 0.954}}
+    assert rank_layers(tied, "median").layer == "early"  # within TIE: the earlier layer
+
+
 def test_explicit_validation_anomalies_drive_layer_choice() -> None:
     from tiny_world import SHAPE, trained_world
 

@@ -157,7 +157,8 @@ def fit_command(
     choice = det.layer_choice_criteria()
     if choice is not None:
         layer, criterion = choice
-        console.print(_layer_choice_table(criterion, layer))
+        aggregate = det.get_params().get("layer_criterion", "mean")
+        console.print(_layer_choice_table(criterion, layer, aggregate))
 
 
 def _fit_and_calibration_sets(
@@ -202,12 +203,15 @@ def _fit_and_calibration_sets(
     return fit_set, calib_set, data
 
 
-def _layer_choice_table(criterion: dict[str, float], chosen: str, top: int = 10) -> Table:
-    """The candidate layers in model order with their criterion; of many (a ResNet has 131),
-    only the `top` best and the chosen one."""
+def _layer_choice_table(
+    criterion: dict[str, float], chosen: str, aggregate: str = "mean", top: int = 10
+) -> Table:
+    """The candidate layers in model order with their criterion (the `aggregate` of their
+    AUROCs over the validation sets); of many (a ResNet has 131), only the `top` best and the
+    chosen one."""
     best = set(sorted(criterion, key=criterion.__getitem__, reverse=True)[:top]) | {chosen}
     shown = [layer for layer in criterion if layer in best]
-    title = "layer choice (mean AUROC against validation anomalies, no test sets)"
+    title = f"layer choice ({aggregate} AUROC against validation anomalies, no test sets)"
     if len(shown) < len(criterion):
         title += f"; the best {len(shown)} of {len(criterion)} candidates"
     table = Table(title=title)

@@ -31,7 +31,7 @@ from typing_extensions import TypedDict  # pydantic needs this one before Python
 from tripwire.data.base import ImageSet
 from tripwire.detectors.base import DataLike, Detector, as_image_set
 from tripwire.detectors.fileformat import state_field
-from tripwire.detectors.mdl import LayerChoice, choose_layer_from_sets
+from tripwire.detectors.mdl import Aggregate, LayerChoice, choose_layer_from_sets
 from tripwire.detectors.ocsvm import ClassConditionalOCSVM
 from tripwire.detectors.params import Fraction, NonNegative, OpenFraction, Positive
 from tripwire.detectors.registry import register_detector
@@ -52,6 +52,8 @@ class UniformDetector(Detector):
         layer: the MDL's module name, or ``"auto"`` to choose it from ID data and validation
             anomalies (explicit ``anomalies`` given to `fit`, else synthetic proxies made from ID
             images; see `tripwire.detectors.mdl`).
+        layer_criterion: with ``layer="auto"``, how a candidate layer's AUROCs over the
+            validation sets are aggregated: ``"mean"`` or ``"median"``.
         nu: ν of the one-class SVMs (paper: 0.1).
         gamma: RBF width, a float or ``"scale"`` (1 / (D · Var z)), as scikit-learn.
         betas: (β1, β2), weights of the MDL and logit scores (paper: 0.5, 0.5).
@@ -75,6 +77,7 @@ class UniformDetector(Detector):
     log_domain_scores = False
 
     layer: str = "auto"
+    layer_criterion: Aggregate = "mean"
     nu: Fraction = 0.1
     gamma: Positive | Literal["scale"] = "scale"
     betas: Annotated[Sequence[NonNegative], Field(min_length=2, max_length=2)] = (0.5, 0.5)
@@ -160,6 +163,7 @@ class UniformDetector(Detector):
             nu=self.nu,
             gamma=self.gamma,
             pooling=self.pooling,
+            aggregate=self.layer_criterion,
         )
 
     def raw_scores_of(self, model: nn.Module, data: DataLike) -> tuple[torch.Tensor, torch.Tensor]:
