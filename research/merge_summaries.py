@@ -7,8 +7,13 @@ the pooled mean is M = Σ n_i m_i / N and the pooled sample SD is
 sqrt((Σ (n_i − 1) s_i² + Σ n_i (m_i − M)²) / (N − 1)), N = Σ n_i (the parallel form of the sum
 of squares, Chan et al. 1979). Rows present in some summaries only are left out, and said so.
 
+``--replace R1 R2 …``: summaries of a rerun of some detectors (pooled the same way, over the
+same seeds as the result): their (model, detector) rows replace those of the pooled result — a
+detector rerun after a change of its defaults, where the other detectors' rows are gone.
+
 Usage:
-    python research/merge_summaries.py --out docs/reports/S/summary.json A/summary.json B/...
+    python research/merge_summaries.py --out docs/reports/S/summary.json A/summary.json B/... \
+        [--replace RERUN/summary.json ...]
 """
 
 from __future__ import annotations
@@ -48,29 +53,50 @@ def merge_rows(tables: list[list[dict[str, Any]]], key: tuple[str, ...]) -> list
     return merged
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("summaries", nargs="+", type=Path)
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
-    parts = [json.loads(p.read_text()) for p in args.summaries]
+def replace_detectors(
+    rows: list[dict[str, Any]], newer: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """`rows` with those of every (model, detector) that `newer` has replaced by `newer`'s."""
+    rerun = {(r["model"], r["detector"]) for r in newer}
+    return [r for r in rows if (r["model"], r["detector"]) not in rerun] + newer
+
+
+def pooled(parts: list[dict[str, Any]], paths: list[Path]) -> dict[str, Any]:
+    """The summaries of disjoint seeds of one suite, pooled."""
     if len({p["suite"] for p in parts}) != 1 or any(p["fast"] for p in parts):
-        parser.error("the summaries must be full runs of one suite")
+        raise SystemExit("the summaries must be full runs of one suite")
     seeds = [s for p in parts for s in p["seeds"]]
     if len(seeds) != len(set(seeds)):
-        parser.error(f"the summaries share seeds: {seeds}")
-    merged = {
+        raise SystemExit(f"the summaries share seeds: {seeds}")
+    return {
         "suite": parts[0]["suite"],
         "fast": False,
         "seeds": sorted(seeds),
         "versions": parts[-1]["versions"],
         "merged_from": [
             {"seeds": p["seeds"], "versions": p["versions"], "file": str(path)}
-            for p, path in zip(parts, args.summaries, strict=True)
+            for p, path in zip(parts, paths, strict=True)
         ],
         "metrics": merge_rows([p["metrics"] for p in parts], METRIC_KEY),
         "id_flagged": merge_rows([p["id_flagged"] for p in parts], FLAGGED_KEY),
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("summaries", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--replace", nargs="+", type=Path, default=[])
+    args = parser.parse_args()
+    merged = pooled([json.loads(p.read_text()) for p in args.summaries], args.summaries)
+    if args.replace:
+        rerun = pooled([json.loads(p.read_text()) for p in args.replace], args.replace)
+        if rerun["suite"] != merged["suite"] or rerun["seeds"] != merged["seeds"]:
+            parser.error(f"the reruns cover seeds {rerun['seeds']}, not {merged['seeds']}")
+        for key in ("metrics", "id_flagged"):
+            merged[key] = replace_detectors(merged[key], rerun[key])
+        detectors = sorted({r["detector"] for r in rerun["id_flagged"]})
+        merged["replaced"] = {"detectors": detectors, "by": rerun["merged_from"]}
     args.out.write_text(json.dumps(merged, indent=1) + "\n")
     print(f"wrote {args.out}: seeds {merged['seeds']}, {len(merged['metrics'])} metric rows")
 
