@@ -83,10 +83,13 @@ def test_unknown_layer_names_the_available_ones() -> None:
         LayerTap(Net(), ["conv9"])
 
 
-def test_tap_keeps_gradients_when_asked() -> None:
+def test_tap_follows_the_callers_grad_mode() -> None:
     net = Net().eval()
     x = torch.rand(2, 1, 6, 6, requires_grad=True)
-    with LayerTap(net, ["block.2"], detach=False) as tap:
+    with LayerTap(net, ["block.2"]) as tap:
         net(x)
     tap.outputs["block.2"].sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+    with torch.no_grad(), LayerTap(net, ["block.2"]) as tap:
+        net(x)
+    assert not tap.outputs["block.2"].requires_grad

@@ -181,7 +181,8 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 class LayerTap:
-    """Forward hooks on named layers that keep each layer's pooled output of the last forward.
+    """Forward hooks on named layers that keep each layer's pooled output of the last forward,
+    in the caller's grad mode (differentiable in the input where gradients are enabled).
 
     Use as a context manager; the hooks are removed on exit.
 
@@ -198,7 +199,6 @@ class LayerTap:
         model: nn.Module,
         layers: Sequence[str],
         pooling: Pooling | Mapping[str, Pooling] = "mean",
-        detach: bool = True,
     ) -> None:
         modules: dict[str, nn.Module] = {}
         for name in layers:  # a lookup per layer: the whole module table costs more per batch
@@ -218,7 +218,6 @@ class LayerTap:
         for name, p in self.pooling.items():
             if p not in POOLINGS:
                 raise ValueError(f"layer {name}: unknown pooling {p!r}; choose one of {POOLINGS}")
-        self.detach = detach
         self.outputs: dict[str, torch.Tensor] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._modules = modules
@@ -229,8 +228,7 @@ class LayerTap:
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:
             out = output[0] if isinstance(output, tuple | list) else output
             assert isinstance(out, torch.Tensor)
-            pooled = pool(out, pooling)
-            self.outputs[name] = pooled.detach() if self.detach else pooled
+            self.outputs[name] = pool(out, pooling)
 
         return hook
 

@@ -9,8 +9,6 @@ or ONNX file that serving engines run without tripwire.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -20,7 +18,7 @@ from tripwire.data.base import check_images
 from tripwire.detectors.base import Detector, ScoreInput
 from tripwire.errors import NotFittedError
 from tripwire.features import eval_mode, model_device, model_dtype
-from tripwire.model_output import require_logits
+from tripwire.model_output import outputs_of, require_logits
 from tripwire.tracing import tracing
 
 
@@ -76,7 +74,7 @@ class Guard(nn.Module):
             x = check_images(x, self.detector.input_shape_)
             x = x.to(model_device(self.model), model_dtype(self.model))
         grad = torch.enable_grad() if self.detector.needs_gradients else torch.no_grad()
-        with eval_mode(self.model), grad, _outputs_of(self.model) as outputs:
+        with eval_mode(self.model), grad, outputs_of(self.model) as outputs:
             scores, predicted = self.detector._score_batch(self.model, x)
         if len(outputs) == 1:
             logits = require_logits(outputs[0])
@@ -96,18 +94,3 @@ class Guard(nn.Module):
 
     def _answer(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(self(x))
-
-
-@contextlib.contextmanager
-def _outputs_of(model: nn.Module) -> Iterator[list[object]]:
-    """The outputs of every call of `model` inside the block (none for a TorchScript module,
-    which takes no hooks: the guard then runs it once more for its logits)."""
-    outputs: list[object] = []
-    if isinstance(model, torch.jit.ScriptModule):
-        yield outputs
-        return
-    handle = model.register_forward_hook(lambda _m, _i, out: outputs.append(out))
-    try:
-        yield outputs
-    finally:
-        handle.remove()

@@ -11,7 +11,8 @@ than one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -126,3 +127,18 @@ def select_output(model: nn.Module, output: int | str = AUTO) -> nn.Module:
 
     model._tripwire_output_hook = model.register_forward_hook(hook)  # type: ignore[assignment]
     return model
+
+
+@contextlib.contextmanager
+def outputs_of(model: nn.Module) -> Iterator[list[object]]:
+    """The outputs of every call of `model` inside the block (none for a TorchScript module,
+    which takes no hooks: callers then run it once more for its logits)."""
+    outputs: list[object] = []
+    if isinstance(model, torch.jit.ScriptModule):
+        yield outputs
+        return
+    handle = model.register_forward_hook(lambda _m, _i, out: outputs.append(out))
+    try:
+        yield outputs
+    finally:
+        handle.remove()

@@ -200,7 +200,7 @@ class MahalanobisDetector(Detector):
         eps = self.epsilon_ if epsilon is None else epsilon
         hooked = [name for name in self.layers_ if name != LOGITS]
         grad = torch.enable_grad() if eps > 0 else torch.no_grad()
-        with grad, LayerTap(model, hooked, self.pooling, detach=False) as tap:
+        with grad, LayerTap(model, hooked, self.pooling) as tap:
             xg = x.detach().clone().requires_grad_(eps > 0)
             logits = model(xg)
             pred = logits.argmax(dim=1).detach()

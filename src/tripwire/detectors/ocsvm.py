@@ -190,6 +190,8 @@ class ClassConditionalOCSVM:
         prep = self._prepared()
         z = (rows - self.mean.unsqueeze(1)) / self.scale.unsqueeze(1)  # K×M×D
         arg = torch.baddbmm(prep["neg_gamma_sv_sq"].expand(k, m, -1), z, prep["two_gamma_sv_t"])
+        if rows.requires_grad:  # under autograd (adaptive attacks): no in-place updates
+            return self._differentiable_scores(arg, z, prep, log_domain)
         arg.add_(-self.gamma.view(k, 1, 1) * z.square().sum(2, keepdim=True))
         # The argument is ≤ 0 (a squared distance); exp of arguments below −80 would give
         # subnormal floats, ~100× slower on CPUs, for terms < 1e-34 of a kernel value. In the log
@@ -205,6 +207,19 @@ class ClassConditionalOCSVM:
         arg.clamp_(min=_FLOOR, max=0.0)
         # an in-place product and a sum: 5× faster on CPU than bmm with a single column
         return -arg.exp_().mul_(prep["coef"]).sum(2)
+
+    def _differentiable_scores(
+        self, arg: torch.Tensor, z: torch.Tensor, prep: dict[str, torch.Tensor], log_domain: bool
+    ) -> torch.Tensor:
+        """`_scores_by_class` from the kernel arguments' first term, out of place."""
+        k = arg.shape[0]
+        arg = (arg - self.gamma.view(k, 1, 1) * z.square().sum(2, keepdim=True)).clamp(max=0.0)
+        if log_domain:
+            arg = arg + prep["log_coef"]
+            top = arg.amax(dim=2, keepdim=True)
+            f = -(top.squeeze(2) + (arg - top).clamp(min=_FLOOR).exp().sum(2).log())
+            return torch.where(prep["fitted"], f, torch.finfo(f.dtype).max)
+        return -(arg.clamp(min=_FLOOR).exp() * prep["coef"]).sum(2)
 
     def _prepared(self) -> dict[str, torch.Tensor]:
         """Tensors derived from the state once per device (γ folded into the support vectors)."""

@@ -257,11 +257,12 @@ class UniformPlusDetector(UniformDetector):
         center, scale = self.center_.to(raw.device)[pred], self.scale_.to(raw.device)[pred]
         z = (raw - center) / scale
         if "gram" in self.extras:
-            gram = 2 + self.extras.index("gram")
-            z[:, gram] = z[:, gram].clamp(max=GRAM_CAP)
+            cap = z.new_full((z.shape[1],), torch.inf)
+            cap[2 + self.extras.index("gram")] = GRAM_CAP
+            z = torch.minimum(z, cap)
         # An input of a class whose SVM was not fitted has the largest finite SVM score, which
         # overflows to inf once standardised: it stays the largest finite score.
-        return FUSIONS[self.fusion](z).clamp_(max=torch.finfo(raw.dtype).max)
+        return FUSIONS[self.fusion](z).clamp(max=torch.finfo(raw.dtype).max)
 
     def _normalisation_tensors(self) -> dict[str, torch.Tensor]:
         return {"center": self.center_, "scale": self.scale_}
