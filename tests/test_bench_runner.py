@@ -61,3 +61,15 @@ def test_bench_help_names_every_suite() -> None:
     result = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "300"})
     assert result.exit_code == 0, result.output
     assert all(name in result.output for name in SUITES)
+
+
+def test_seeds_are_comma_separated_or_repeated_and_checked() -> None:
+    import typer
+
+    from tripwire.cli.bench import parse_seeds
+
+    assert parse_seeds(["0,1,2"]) == [0, 1, 2]
+    assert parse_seeds(["0", "1", " 2 "]) == [0, 1, 2]  # --seeds 0 --seeds 1 --seeds 2
+    for bad in (["0,x"], ["1", "1"], [","]):
+        with pytest.raises(typer.BadParameter):
+            parse_seeds(bad)

@@ -17,6 +17,30 @@ _DETECTORS = typer.Option([], "--detector", help="Only these detectors (repeatab
 _MODELS = typer.Option([], "--model", help="Only these models of the suite (repeatable).")
 
 
+DEFAULT_SEEDS = "0,1,2"
+_SEEDS = typer.Option(
+    [DEFAULT_SEEDS],
+    help="Seeds of the attacks, image subsets and detector fits (and of the zoo model in "
+    "mnist-lenet; the CIFAR-10 suites use model seed 0 throughout): comma-separated, or the "
+    "option repeated (--seeds 0 --seeds 1).",
+)
+
+
+def parse_seeds(values: list[str]) -> list[int]:
+    """The seeds of ``--seeds`` values, each comma-separated: ["0", "1,2"] → [0, 1, 2]."""
+    seeds = []
+    for part in (p.strip() for v in values for p in v.split(",")):
+        if part:
+            try:
+                seeds.append(int(part))
+            except ValueError:
+                message = f"{part!r} is not an integer seed"
+                raise typer.BadParameter(message, param_hint="--seeds") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise typer.BadParameter(f"give distinct seeds, got {values}", param_hint="--seeds")
+    return seeds
+
+
 @app.command("bench")
 def bench_command(
     suite: str = typer.Option(
@@ -27,11 +51,7 @@ def bench_command(
     ),
     out: Path = _OUT,
     fast: bool = typer.Option(False, "--fast", help="Subsets and one seed: a quick check."),
-    seeds: str = typer.Option(
-        "0,1,2",
-        help="Comma-separated seeds of the attacks, image subsets and detector fits (and of the "
-        "zoo model in mnist-lenet; the CIFAR-10 suites use model seed 0 throughout).",
-    ),
+    seeds: list[str] = _SEEDS,
     detector: list[str] = _DETECTORS,
     model: list[str] = _MODELS,
     report_only: bool = typer.Option(False, help="Only rebuild the report from results.jsonl."),
@@ -47,9 +67,7 @@ def bench_command(
 
     set_threads(threads)
     s = get_suite(suite)
-    seed_list = [int(x) for x in seeds.split(",") if x.strip()]
-    if fast and seeds == "0,1,2":
-        seed_list = [0]
+    seed_list = [0] if fast and seeds == [DEFAULT_SEEDS] else parse_seeds(seeds)
     if not report_only:
         run_suite(
             s,
