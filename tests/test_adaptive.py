@@ -85,3 +85,11 @@ def test_bad_settings_and_uncalibrated_detectors_are_refused() -> None:
     uncalibrated = fit_on_world(create_detector("msp"), world)
     with pytest.raises(NotFittedError, match="thresholds"):
         adaptive_pgd(world["model"], uncalibrated, x, y, eps=0.1, step=0.01, steps=2)
+
+
+def test_l2_attack_stays_in_its_ball() -> None:
+    model, det = contract_world()["model"], _calibrated("msp")
+    x, y = _inputs(20)
+    r = adaptive_pgd(model, det, x, y, norm="l2", eps=1.5, step=0.3, steps=10)
+    assert (r.images - x).flatten(1).norm(dim=1).max() <= 1.5 + 1e-5
+    assert r.misclassified.any()

@@ -35,6 +35,7 @@ from torch.nn import functional as F
 
 from tripwire.anomalies.attack import STEEPEST, Norm
 from tripwire.anomalies.base import check_labels, model_guard
+from tripwire.anomalies.pgd import PGDL2, PGDLinf
 from tripwire.batching import batch_slices
 from tripwire.data.base import check_images
 from tripwire.detectors.base import Detector
@@ -104,10 +105,9 @@ def adaptive_pgd(
         raise InvalidInputError(f"eps, step must be > 0 and steps ≥ 1: {eps}, {step}, {steps}")
     x = check_images(x, detector.input_shape_, what="x").float()
     y = check_labels(y, len(x), "adaptive-pgd")
-    gen = torch.Generator().manual_seed(int(seed))
-    start = (torch.rand(x.shape, generator=gen) * 2 - 1) * eps
-    if norm == "l2":
-        start = start / start.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1) * eps
+    # PGD's own random start: uniform in the L∞ cube, or uniform direction and radius ≤ ε (L2)
+    pgd = {"linf": PGDLinf, "l2": PGDL2}[norm](eps=eps, step=step, steps=steps)
+    start = pgd._draw(x, y, 0, torch.Generator().manual_seed(int(seed)))["start"]
     device = model_device(model)
     thresholds = detector.thresholds_.to(device)
     parts = []
